@@ -1,0 +1,210 @@
+"""The `newsletter` command (see the README's CLI table)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from service.config import get_settings
+
+cli = typer.Typer(
+    help="Email digests of a news site's tagged posts.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+mail_cli = typer.Typer(help="Mail checks.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(mail_cli, name="mail")
+
+WORKER_QUEUES = "priority,mail,poll,default"
+STOP_GRACE_SECONDS = 15.0
+
+Port = Annotated[int, typer.Option(help="TCP port for the HTTP API and pages.")]
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+
+
+@cli.command()
+def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
+    """Run API, worker and scheduler on this machine, on the embedded defaults."""
+    settings = get_settings()
+    _upgrade_database()
+    env = dict(os.environ)
+    if "NEWSLETTER_BASE_URL" not in env:
+        env["NEWSLETTER_BASE_URL"] = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}"
+    env.setdefault("NEWSLETTER_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
+    env["PYTHONUNBUFFERED"] = "1"  # children's logs appear as they happen
+    me = [sys.executable, "-m", "service"]
+    children = {
+        "api": _spawn([*me, "api", "--port", str(port), "--host", host], env),
+        "worker": _spawn([*me, "worker"], env),
+        "beat": _spawn([*me, "beat"], env),
+    }
+    base = env["NEWSLETTER_BASE_URL"]
+    typer.echo(
+        f"newsletter is up\n"
+        f"  API and pages  {base}/\n"
+        f"  API docs       {base}/docs\n"
+        f"  health         {base}/healthz\n"
+        f"  database       {settings.resolved_database_url}\n"
+        f"  broker         {settings.broker_url}\n"
+        f"  mail           {settings.mail_backend}"
+        + (f" ({settings.outbox_dir.resolve()})" if settings.mail_backend == "outbox" else "")
+        + "\nCtrl-C stops everything."
+    )
+    raise typer.Exit(_supervise(children))
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Each child gets its own process group, so a terminal's Ctrl-C reaches only `up`,
+    # which then stops the children in order; PDEATHSIG kills them if `up` itself is killed.
+    return subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    stop_requested = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exit_code = 0
+    while not stop_requested:
+        for name, child in children.items():
+            if child.poll() is not None:
+                typer.echo(f"{name} exited with status {child.returncode}; stopping", err=True)
+                exit_code = 1
+                stop_requested = True
+        time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            typer.echo(f"{name} did not stop in {STOP_GRACE_SECONDS:.0f}s; killing it", err=True)
+            child.kill()
+            child.wait()
+    typer.echo("stopped")
+    return exit_code
+
+
+@cli.command()
+def api(
+    port: Port = 8000,
+    host: Host = "0.0.0.0",  # noqa: S104 - a server for deployments; `up` passes 127.0.0.1
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API and pages."""
+    import uvicorn
+
+    uvicorn.run(
+        "service.web.app:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,  # our structured logging, configured by the app
+        proxy_headers=True,
+    )
+
+
+@cli.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = WORKER_QUEUES,
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
+    """Run a Celery worker."""
+    from service.tasks import app
+
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            get_settings().log_level,
+        ]
+    )
+
+
+@cli.command()
+def beat() -> None:
+    """Run the Celery beat scheduler (one `tick` a minute; schedules live in the database)."""
+    from service.tasks import app
+
+    app.start(["beat", "--loglevel", get_settings().log_level])
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations."""
+    _upgrade_database(revision)
+    typer.echo(f"database at {revision}")
+
+
+def _upgrade_database(revision: str = "head") -> None:
+    from service import migrate
+
+    migrate.upgrade(revision=revision)
+
+
+@db_cli.command("revision")
+def db_revision(
+    message: Annotated[str, typer.Option("-m", help="What the revision does.")],
+) -> None:
+    """Autogenerate a migration from the models (developers)."""
+    from service import migrate
+
+    migrate.make_revision(message)
+
+
+@mail_cli.command("test")
+def mail_test(
+    to: Annotated[str, typer.Argument(help="Address to send the test message to.")],
+    wait: Annotated[
+        bool, typer.Option(help="Send from this process instead of queueing for the worker.")
+    ] = False,
+) -> None:
+    """Send the `test` message through the configured mail backend."""
+    from service.mail import MailError
+    from service.tasks import send_test_mail, sender
+
+    if wait:
+        try:
+            backend_id = send_test_mail(to)
+        except MailError as exc:
+            typer.echo(f"not sent: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        finally:
+            sender().close()
+        typer.echo(f"sent: {backend_id}")
+    else:
+        send_test_mail.delay(to)
+        typer.echo(f"queued a test message to {to}")
+
+
+def main() -> None:
+    cli()

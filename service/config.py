@@ -1,0 +1,129 @@
+"""Settings, read from the environment (prefix ``NEWSLETTER_``) or a ``.env`` file.
+
+Every default works on one machine with no server at all: SQLite and the broker's queue files
+under ``VAR_DIR``, mail written as .eml files to ``VAR_DIR/outbox``. Point ``DATABASE_URL`` at
+``postgresql+psycopg://…`` and ``BROKER_URL`` at ``redis://…`` or ``amqp://…`` for production;
+no code changes. The README's configuration table is generated from the descriptions below.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER = "filesystem://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    var_dir: Path = Field(
+        Path("var"),
+        description="Folder for the embedded defaults: SQLite file, broker queue, outbox, "
+        "generated secret key.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty: SQLite at `VAR_DIR/newsletter.db`. Production: "
+        "`postgresql+psycopg://user:pass@host/db`.",
+    )
+    broker_url: str = Field(
+        EMBEDDED_BROKER,
+        description="Celery broker. `filesystem://` is the embedded broker (queue files under "
+        "`VAR_DIR/broker`, shared by every process on this machine, no server); "
+        "`redis://host:6379/0` or `amqp://user:pass@host//` in production.",
+    )
+    broker_visibility_timeout: int = Field(
+        7200,
+        description="Seconds before Redis hands an unacknowledged task to another worker. "
+        "Must exceed every countdown and retry delay.",
+        ge=60,
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Signs reader tokens. Comma-separated for rotation: the first signs, all "
+        "verify. Empty: a random key is generated once into `VAR_DIR/secret_key`.",
+    )
+    base_url: str = Field(
+        "http://localhost:8000",
+        description="Public URL of the API and pages; links in mail point here.",
+    )
+    mail_from: str = Field(
+        "Newsletter <newsletter@localhost>", description="From header of every message."
+    )
+    mail_backend: Literal["outbox", "smtp"] = Field(
+        "outbox",
+        description="`outbox`: .eml files under `VAR_DIR/outbox`; `smtp`: the server at "
+        "`SMTP_URL`.",
+    )
+    smtp_url: str = Field(
+        "smtp://localhost:1025",
+        description="`smtp://[user:pass@]host:port` (STARTTLS when the server offers it; "
+        "`?starttls=require` insists) or `smtps://…` (TLS from the first byte).",
+    )
+    smtp_pool_size: int = Field(
+        4, description="SMTP connections kept open and reused per worker process.", ge=1, le=64
+    )
+    smtp_timeout: float = Field(30.0, description="Seconds for any one SMTP step.", gt=0)
+    dkim_selector: str = Field(
+        "", description="DKIM selector; signing is on when this and `DKIM_KEY_FILE` are set."
+    )
+    dkim_key_file: Path | None = Field(None, description="PEM private key for DKIM signing.")
+    dkim_domain: str = Field("", description="DKIM d= domain. Empty: the domain of `MAIL_FROM`.")
+    log_level: str = Field("INFO", description="Python log level name.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one JSON object per line; `text`: for a terminal."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'newsletter.db').resolve()}"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith(EMBEDDED_BROKER)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def secret_keys(self) -> list[str]:
+        """The signing keys, newest first; generates and keeps one when none is configured."""
+        configured = [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
+        if configured:
+            return configured
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL: two processes starting at once must not each write a different key.
+            try:
+                with path.open("x", encoding="ascii") as fh:
+                    path.chmod(0o600)
+                    fh.write(secrets.token_urlsafe(48))
+            except FileExistsError:
+                pass
+        return [path.read_text(encoding="ascii").strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Alembic migrations, run by `newsletter db upgrade` (see `service.migrate`)."""

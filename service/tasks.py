@@ -1,0 +1,137 @@
+"""The Celery app and its thin tasks: each takes ids or plain values and calls a module.
+
+Beat runs exactly one task, ``tick``, every minute; what is due lives in the database, so
+operators change schedules at runtime and two beats cannot double-send (the ledgers decide).
+Tasks are acknowledged late and rejected back to the queue when their worker dies, so they
+must be safe to run twice; they are enqueued only after the transaction that made their rows
+commits (``enqueue``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import setup_logging, worker_process_shutdown
+from kombu import Queue
+from sqlalchemy.orm import Session
+
+from service.config import Settings, get_settings
+from service.db import on_commit
+from service.logs import configure_logging
+from service.mail import TemporaryError
+from service.mail.senders import Sender
+from service.mail.test_message import send_test_message
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("priority", "mail", "poll", "default")
+TICK_SECONDS = 60.0
+
+app = Celery("newsletter")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for ``settings``; the broker is the only thing that varies."""
+    transport_options: dict[str, Any] = {
+        # Redis/SQS hand an unacked task to another worker after this; it must outlast
+        # every countdown and retry delay, or a task runs twice while its first run waits.
+        "visibility_timeout": settings.broker_visibility_timeout,
+    }
+    if settings.is_embedded_broker:
+        queue_dir = (settings.var_dir / "broker" / "queue").resolve()
+        control_dir = (settings.var_dir / "broker" / "control").resolve()
+        queue_dir.mkdir(parents=True, exist_ok=True)
+        control_dir.mkdir(parents=True, exist_ok=True)
+        transport_options |= {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "control_folder": str(control_dir),
+        }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "default",
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_routes": {
+            "service.tasks.tick": {"queue": "default"},
+            "service.tasks.send_test_mail": {"queue": "mail"},
+        },
+        "beat_schedule": {"tick": {"task": "service.tasks.tick", "schedule": TICK_SECONDS}},
+        "beat_schedule_filename": str((settings.var_dir / "celerybeat-schedule").resolve()),
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+def configure(settings: Settings) -> None:
+    """(Re)configure the app; connections made for an earlier broker are dropped."""
+    app.conf.update(celery_config(settings))
+    app._after_fork()  # Celery's own way to forget its producer and connection pools
+
+
+configure(get_settings())
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:  # replaces Celery's own logging setup
+    configure_logging(get_settings())
+
+
+def enqueue(session: Session, task: Task, *args: Any, **options: Any) -> None:
+    """Send ``task`` once ``session``'s transaction commits (nothing if it rolls back)."""
+    on_commit(session, lambda: task.apply_async(args=args, **options))
+
+
+_sender: Sender | None = None
+
+
+def sender() -> Sender:
+    """This process's sender, kept open so SMTP connections are reused across tasks."""
+    global _sender
+    if _sender is None:
+        from service.mail.senders import sender_from_settings
+
+        _sender = sender_from_settings(get_settings())
+    return _sender
+
+
+@worker_process_shutdown.connect
+def _close_sender(**_: Any) -> None:
+    if _sender is not None:
+        _sender.close()
+
+
+@app.task(name="service.tasks.tick", ignore_result=True)
+def tick() -> str:
+    """Beat's one task. Later work (polls, digests, sweeps) is found due here."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    log.info("tick", extra={"at": now})
+    return now
+
+
+@app.task(
+    name="service.tasks.send_test_mail",
+    autoretry_for=(TemporaryError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def send_test_mail(to: str) -> str:
+    """Send the `test` message to ``to`` through the configured backend."""
+    backend_id = send_test_message(sender(), get_settings(), to)
+    log.info("test mail sent", extra={"backend_id": backend_id})
+    return backend_id

@@ -1,0 +1,1 @@
+"""The FastAPI app: JSON API, reader and admin pages, webhooks."""

@@ -1,0 +1,159 @@
+"""Shared fixtures: real databases, real brokers, isolated state per test.
+
+Server-backed fixtures skip when their server is unreachable, or fail when
+``NEWSLETTER_REQUIRE_SERVICES=1`` (CI sets it, so a missing server can never pass silently).
+Point them elsewhere with ``NEWSLETTER_TEST_POSTGRES_URL`` (an admin URL: a throwaway database
+is created beside it) and ``NEWSLETTER_TEST_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before any `service` import: this run's files go to a throwaway folder, never ./var.
+os.environ["NEWSLETTER_VAR_DIR"] = tempfile.mkdtemp(prefix="newsletter-tests-")
+for _name in ("NEWSLETTER_DATABASE_URL", "NEWSLETTER_BROKER_URL", "NEWSLETTER_MAIL_BACKEND"):
+    os.environ.pop(_name, None)
+
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from service import migrate  # noqa: E402
+from service.db import make_engine  # noqa: E402
+
+REQUIRE_SERVICES = os.environ.get("NEWSLETTER_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+# Which real service a test exercised, for the closing report ("postgresql: 20 passed").
+SERVICE_MARKERS = ("sqlite", "postgres", "redis", "embedded_broker", "smtp", "process")
+_passed: Counter[str] = Counter()
+
+
+def service_unavailable(name: str, reason: str) -> None:
+    message = f"{name} unavailable: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (NEWSLETTER_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in SERVICE_MARKERS:
+        config.addinivalue_line("markers", f"{name}: exercises the real {name}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test parametrized over backends carries the marker of the one it ran on.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        for value in callspec.params.values() if callspec else ():
+            if value in ("sqlite", "postgres", "redis", "embedded_broker"):
+                item.add_marker(value)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        for name in SERVICE_MARKERS:
+            if name in report.keywords:
+                _passed[name] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    line = ", ".join(f"{name} {_passed[name]}" for name in SERVICE_MARKERS)
+    terminalreporter.write_line(f"tests passed per real service: {line}")
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+def _postgres_database() -> Iterator[str]:
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # any connect error: the server isn't there
+        admin.dispose()
+        service_unavailable("PostgreSQL", str(exc).splitlines()[0])
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session."""
+    yield from _postgres_database()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated database, once per backend per session."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test.
+
+    The code under test may commit: its commits only release savepoints.
+    """
+    with engine.connect() as connection:
+        outer = connection.begin()
+        session = Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+# -- redis -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database that is empty when the test starts and emptied after it."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", str(exc))
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private VAR_DIR for a test that starts processes."""
+    path = tmp_path / "var"
+    path.mkdir()
+    monkeypatch.setenv("NEWSLETTER_VAR_DIR", str(path))
+    return path
