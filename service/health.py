@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from kombu import Connection
+from kombu.connection import Connection
 from sqlalchemy import Engine, text
 
 from service.config import Settings

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import setup_logging, worker_process_shutdown
-from kombu import Queue
+from kombu.entity import Queue
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings

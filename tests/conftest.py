@@ -37,6 +37,8 @@ REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 # Which real service a test exercised, for the closing report ("postgresql: 20 passed").
 SERVICE_MARKERS = ("sqlite", "postgres", "redis", "embedded_broker", "smtp", "process")
+BACKEND_FIXTURES = {"engine", "broker", "broker_env"}  # parametrized over real services
+_services: dict[str, set[str]] = {}
 _passed: Counter[str] = Counter()
 
 
@@ -53,19 +55,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # A test parametrized over backends carries the marker of the one it ran on.
+    # A test parametrized over backends carries the marker of the one it runs on.
     for item in items:
         callspec = getattr(item, "callspec", None)
-        for value in callspec.params.values() if callspec else ():
-            if value in ("sqlite", "postgres", "redis", "embedded_broker"):
-                item.add_marker(value)
+        params = callspec.params if callspec else {}
+        for fixture in BACKEND_FIXTURES & set(params):
+            item.add_marker(params[fixture])
+        if "redis_url" in getattr(item, "fixturenames", ()):
+            item.add_marker("redis")
+        _services[item.nodeid] = {m.name for m in item.iter_markers()} & set(SERVICE_MARKERS)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
-        for name in SERVICE_MARKERS:
-            if name in report.keywords:
-                _passed[name] += 1
+        _passed.update(_services.get(report.nodeid, ()))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -47,8 +47,12 @@ def test_downgrade_and_upgrade_again(engine: Engine) -> None:
 
 
 def _post(db: Session, n: int = 1) -> Post:
-    post = Post(url=f"https://news.example.org/p/{n}", guid=f"g{n}", title=f"Post {n}",
-                content_hash="0" * 64)
+    post = Post(
+        url=f"https://news.example.org/p/{n}",
+        guid=f"g{n}",
+        title=f"Post {n}",
+        content_hash="0" * 64,
+    )
     db.add(post)
     db.flush()
     return post
@@ -132,7 +136,8 @@ def test_times_come_back_aware_and_in_utc(db: Session) -> None:
     db.expire_all()
     stored = db.scalars(select(Post.published_at).where(Post.id == post.id)).one()
     assert stored == kyiv_noon
-    assert stored is not None and stored.tzinfo == UTC
+    assert stored is not None
+    assert stored.tzinfo == UTC
 
 
 def test_a_naive_time_is_refused(db: Session) -> None:

@@ -1,0 +1,109 @@
+"""A real Celery worker process, fed through the embedded broker and through Redis."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from service import tasks
+from service.config import Settings, get_settings
+from service.models import Tag
+from tests.processes import PYTHON, service_env, start_worker, stop, wait_for
+
+BROKERS = ["embedded_broker", "redis"]
+
+
+def _broker_settings(request: pytest.FixtureRequest, var_dir: Path) -> dict[str, str]:
+    if request.param == "redis":
+        return {"broker_url": request.getfixturevalue("redis_url")}
+    return {}
+
+
+@pytest.fixture(params=BROKERS)
+def broker_env(request: pytest.FixtureRequest, var_dir: Path) -> dict[str, str]:
+    return service_env(var_dir, **_broker_settings(request, var_dir))
+
+
+@pytest.mark.process
+def test_worker_sends_mail_queued_by_another_process(
+    broker_env: dict[str, str], var_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    worker = start_worker(broker_env, log)
+    try:
+        # The CLI is a second process: it only enqueues; the worker does the sending.
+        cli = subprocess.run(
+            [PYTHON, "-m", "service", "mail", "test", "reader@example.org"],
+            env=broker_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert "queued" in cli.stdout
+        outbox = var_dir / "outbox"
+        wait_for(lambda: any(outbox.glob("*.eml")), 30, "the test mail in the outbox", log)
+    finally:
+        assert stop(worker) == 0
+    [eml] = list(outbox.glob("*.eml"))
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "reader@example.org"
+    assert message.get_content_type() == "multipart/alternative"
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, var_dir: Path) -> Iterator[Settings]:
+    """This test process's Celery app pointed at a real broker, restored afterwards."""
+    settings = Settings(var_dir=var_dir, **_broker_settings(request, var_dir))  # type: ignore[arg-type]
+    tasks.configure(settings)
+    _purge("mail")
+    yield settings
+    _purge("mail")
+    tasks.configure(get_settings())
+
+
+def _queued(queue: str) -> int:
+    with tasks.app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare(queue).message_count)
+
+
+def _purge(queue: str) -> None:
+    with tasks.app.connection_for_write() as conn:
+        conn.default_channel.queue_declare(queue)
+        conn.default_channel.queue_purge(queue)
+
+
+def test_a_task_is_sent_only_when_its_transaction_commits(broker: Settings, db: Session) -> None:
+    db.add(Tag(slug="kept", name="Kept"))
+    tasks.enqueue(db, tasks.send_test_mail, "kept@example.org")
+    assert _queued("mail") == 0  # a worker must not see the task before the rows it needs
+    db.commit()
+    assert _queued("mail") == 1
+
+    db.add(Tag(slug="dropped", name="Dropped"))
+    tasks.enqueue(db, tasks.send_test_mail, "dropped@example.org")
+    db.rollback()
+    db.commit()
+    assert _queued("mail") == 1
+
+
+def test_beat_schedules_only_the_tick() -> None:
+    schedule = tasks.app.conf.beat_schedule
+    assert list(schedule) == ["tick"]
+    assert schedule["tick"]["task"] == tasks.tick.name
+    assert schedule["tick"]["schedule"] == 60.0
+
+
+def test_tasks_are_acked_late_and_outlive_their_retries() -> None:
+    conf = tasks.app.conf
+    assert conf.task_acks_late
+    assert conf.task_reject_on_worker_lost
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    assert tasks.send_test_mail.retry_backoff_max < visibility

@@ -1,0 +1,273 @@
+"""The message contract: what a mailbox provider and a reader see in every message we build."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+
+from service.config import Settings
+from service.mail import (
+    DkimSigner,
+    HeaderInjection,
+    ListInfo,
+    OutgoingMessage,
+    Rendered,
+    build_message,
+    dkim_signer_from_settings,
+    make_message_id,
+    render,
+    template_names,
+)
+
+SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
+    "test": {
+        "site_name": "Example News",
+        "base_url": "https://news.example.org",
+        "sent_at": "2025-03-01 09:30 UTC",
+    },
+}
+
+LIST_INFO = ListInfo(
+    list_id="Climate <tag-climate.news.example.org>",
+    unsubscribe_url="https://news.example.org/unsubscribe/TOKEN123",
+    unsubscribe_mailto="unsubscribe+TOKEN123@news.example.org",
+    feedback_id="tag-climate:digest:newsletter",
+)
+RENDERED = Rendered(
+    subject="Your climate digest",
+    text="Hello reader \N{EM DASH} three new posts.\n",
+    html="<html><body><p>Hello reader &mdash; three new posts.</p></body></html>",
+)
+MESSAGE_ID = make_message_id("delivery", 42, 7, domain="news.example.org")
+
+
+def build(**overrides: Any) -> OutgoingMessage:
+    rendered = overrides.pop("rendered", RENDERED)
+    kwargs: dict[str, Any] = {
+        "to": "Reader <reader@example.com>",
+        "mail_from": "Example News <news@news.example.org>",
+        "message_id": MESSAGE_ID,
+        "list_info": LIST_INFO,
+        "date": datetime(2025, 3, 1, 9, 30, tzinfo=UTC),
+    }
+    kwargs.update(overrides)
+    return build_message(rendered, **kwargs)
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_bulk_headers_are_all_present() -> None:
+    msg = parse(build().data)
+    assert msg["From"] == "Example News <news@news.example.org>"
+    assert msg["To"] == "Reader <reader@example.com>"
+    assert msg["Subject"] == "Your climate digest"
+    assert msg["Date"] == "Sat, 01 Mar 2025 09:30:00 +0000"
+    assert msg["Message-ID"] == "<delivery.42.7@news.example.org>"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe/TOKEN123>, "
+        "<mailto:unsubscribe+TOKEN123@news.example.org>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Id"] == "Climate <tag-climate.news.example.org>"
+    assert msg["Feedback-ID"] == "tag-climate:digest:newsletter"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Precedence"] == "bulk"
+
+
+def test_envelope_uses_bare_addresses() -> None:
+    out = build()
+    assert out.envelope_from == "news@news.example.org"
+    assert out.recipient == "reader@example.com"
+    assert out.message_id == MESSAGE_ID
+
+
+def test_mailto_is_optional_and_transactional_mail_has_no_list_headers() -> None:
+    no_mailto = ListInfo("L <l.example.org>", "https://x.example.org/u/T", None, "a:b")
+    assert parse(build(list_info=no_mailto).data)["List-Unsubscribe"] == (
+        "<https://x.example.org/u/T>"
+    )
+    plain = parse(build(list_info=None).data)
+    assert plain["List-Unsubscribe"] is None
+    assert plain["Precedence"] is None
+
+
+def test_message_id_is_stable_so_retries_reuse_it() -> None:
+    assert make_message_id("delivery", 42, 7, domain="news.example.org") == MESSAGE_ID
+    assert make_message_id("delivery", 42, 8, domain="news.example.org") != MESSAGE_ID
+    first, retry = build(), build(date=datetime(2025, 3, 1, 9, 45, tzinfo=UTC))
+    assert parse(first.data)["Message-ID"] == parse(retry.data)["Message-ID"] == MESSAGE_ID
+
+
+def test_message_id_rejects_parts_that_would_break_it() -> None:
+    with pytest.raises(ValueError, match="parts"):
+        make_message_id("a@b", domain="news.example.org")
+    with pytest.raises(ValueError, match="domain"):
+        make_message_id("a", domain="news.example.org>\r\nBcc: x")
+
+
+def test_body_is_multipart_alternative_text_then_html() -> None:
+    data = build().data
+    assert re.search(rb"(?<!\r)\n", data) is None, "SMTP wants CRLF line endings only"
+    msg = parse(data)
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert html.get_content_type() == "text/html"
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    # On the wire every line ends in CRLF (and a final one is added); nothing else changes.
+    assert text.get_content().replace("\r\n", "\n") == RENDERED.text
+    assert html.get_content().replace("\r\n", "\n") == RENDERED.html + "\n"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"rendered": Rendered("Hi\r\nBcc: victim@example.com", "t", "<html></html>")},
+        {"rendered": Rendered("Hi\nthere", "t", "<html></html>")},
+        {"to": "reader@example.com\r\nBcc: victim@example.com"},
+        {"message_id": "<a@b>\nX: y"},
+        {"list_info": ListInfo("L <l.x>", "https://x.example.org/u\r\nBcc: v@x", None, "a")},
+        {"list_info": ListInfo("L <l.x>\r\n", "https://x.example.org/u", None, "a")},
+        {"extra_headers": {"X-Campaign": "spring\rsale"}},
+    ],
+    ids=["subject-crlf", "subject-lf", "to", "message-id", "url", "list-id", "extra"],
+)
+def test_newline_in_any_header_is_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(HeaderInjection):
+        build(**overrides)
+
+
+def test_extra_headers_are_added() -> None:
+    assert parse(build(extra_headers={"X-Campaign": "spring"}).data)["X-Campaign"] == "spring"
+
+
+def test_subject_with_newlines_in_template_comes_out_on_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "email" / "multi"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("\n  Three new posts\n  about {{ tag }}\n\n")
+    (folder / "body.txt").write_text("Posts about {{ tag }}.\n")
+    (folder / "body.html").write_text("<html><body><p>{{ tag }}</p></body></html>")
+    rendered = render("multi", {"tag": "climate"}, root=tmp_path)
+    assert rendered.subject == "Three new posts about climate"
+    assert parse(build(rendered=rendered).data)["Subject"] == "Three new posts about climate"
+
+
+def test_html_is_escaped_text_is_not() -> None:
+    context = {**SAMPLE_CONTEXTS["test"], "site_name": "<script>alert(1)</script>"}
+    rendered = render("test", context)
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
+    assert "<script>alert(1)</script>" in rendered.text  # plain text: nothing to escape
+
+
+def test_css_is_inlined() -> None:
+    html = render("test", SAMPLE_CONTEXTS["test"]).html
+    assert "<style" not in html
+    assert re.search(r'<td class="content"[^>]* style="[^"]*padding', html)
+
+
+def test_missing_context_variable_fails_loudly() -> None:
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        render("test", {"site_name": "Example News"})
+
+
+@pytest.mark.parametrize("name", template_names())
+def test_every_template_renders(name: str) -> None:
+    if name not in SAMPLE_CONTEXTS:
+        pytest.fail(f"add a sample context for templates/email/{name} to SAMPLE_CONTEXTS")
+    rendered = render(name, SAMPLE_CONTEXTS[name])
+    assert rendered.subject.strip()
+    assert "\n" not in rendered.subject
+    assert rendered.text.strip()
+    assert "<html" in rendered.html
+
+
+# --- DKIM -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh private key file and the DNS TXT record publishing its public half."""
+    key = tmp_path_factory.mktemp("dkim") / "private.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return key, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def verify(data: bytes, record: str) -> bool:
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"sel1._domainkey.news.example.org."
+        return record.encode()
+
+    return bool(dkim.verify(data, dnsfunc=dns))
+
+
+def signed_headers(data: bytes) -> set[str]:
+    signature = parse(data)["DKIM-Signature"]
+    h = re.search(r"\bh=([^;]+)", "".join(str(signature).split()))
+    assert h
+    return set(h.group(1).lower().split(":"))
+
+
+def test_dkim_signature_verifies_and_covers_one_click_headers(rsa_key: tuple[Path, str]) -> None:
+    key, record = rsa_key
+    signer = DkimSigner("sel1", "news.example.org", key.read_bytes())
+    data = build(signer=signer).data
+    assert data.startswith(b"DKIM-Signature:")
+    assert verify(data, record)
+    assert {"list-unsubscribe", "list-unsubscribe-post", "feedback-id", "list-id"} <= (
+        signed_headers(data)
+    )
+
+
+def test_dkim_fails_when_unsubscribe_header_is_tampered(rsa_key: tuple[Path, str]) -> None:
+    key, record = rsa_key
+    data = build(signer=DkimSigner("sel1", "news.example.org", key.read_bytes())).data
+    tampered = data.replace(b"/unsubscribe/TOKEN123", b"/unsubscribe/EVIL9999")
+    assert tampered != data
+    assert not verify(tampered, record)
+
+
+def test_dkim_signs_only_headers_present(rsa_key: tuple[Path, str]) -> None:
+    key, record = rsa_key
+    data = build(list_info=None, signer=DkimSigner("sel1", "news.example.org", key.read_bytes()))
+    assert verify(data.data, record)
+    assert "list-unsubscribe" not in signed_headers(data.data)
+
+
+def test_dkim_signer_from_settings(rsa_key: tuple[Path, str], tmp_path: Path) -> None:
+    key, record = rsa_key
+
+    def settings(**dkim: Any) -> Settings:
+        return Settings(var_dir=tmp_path, mail_from="News <news@news.example.org>", **dkim)
+
+    assert dkim_signer_from_settings(settings(dkim_selector="", dkim_key_file=None)) is None
+    signer = dkim_signer_from_settings(settings(dkim_selector="sel1", dkim_key_file=key))
+    assert signer is not None
+    assert signer.domain == "news.example.org"  # from MAIL_FROM when DKIM_DOMAIN is empty
+    assert verify(build(signer=signer).data, record)
+    other = dkim_signer_from_settings(
+        settings(dkim_selector="s", dkim_key_file=key, dkim_domain="example.org")
+    )
+    assert other is not None
+    assert other.domain == "example.org"
