@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import setup_logging, worker_process_shutdown
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
@@ -62,7 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "default",
-        "task_queues": [Queue(name) for name in QUEUES],
+        # Each queue its own direct exchange and key: on RabbitMQ, queues sharing Celery's
+        # default binding would each get a copy of every task.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         "task_routes": {
             "service.tasks.tick": {"queue": "default"},
             "service.tasks.send_test_mail": {"queue": "mail"},

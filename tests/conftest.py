@@ -34,9 +34,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+RABBITMQ_URL = os.environ.get("NEWSLETTER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 # Which real service a test exercised, for the closing report ("postgresql: 20 passed").
-SERVICE_MARKERS = ("sqlite", "postgres", "redis", "embedded_broker", "smtp", "process")
+SERVICE_MARKERS = ("sqlite", "postgres", "redis", "rabbitmq", "embedded_broker", "smtp", "process")
 BACKEND_FIXTURES = {"engine", "broker", "broker_env"}  # parametrized over real services
 _services: dict[str, set[str]] = {}
 _passed: Counter[str] = Counter()
@@ -61,8 +62,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params if callspec else {}
         for fixture in BACKEND_FIXTURES & set(params):
             item.add_marker(params[fixture])
-        if "redis_url" in getattr(item, "fixturenames", ()):
-            item.add_marker("redis")
+        fixtures = getattr(item, "fixturenames", ())
+        for service in ("redis", "rabbitmq"):
+            if f"{service}_url" in fixtures:
+                item.add_marker(service)
         _services[item.nodeid] = {m.name for m in item.iter_markers()} & set(SERVICE_MARKERS)
 
 
@@ -151,6 +154,29 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """The RabbitMQ server, with the service's queues empty before and after the test."""
+    from kombu.connection import Connection
+
+    from service.tasks import app
+
+    def purge() -> None:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            for queue in app.conf.task_queues:  # declared as the worker declares them
+                bound = queue(conn.default_channel)
+                bound.declare()
+                bound.purge()
+
+    try:
+        purge()
+    except Exception as exc:  # kombu raises transport-specific errors
+        service_unavailable("RabbitMQ", str(exc))
+    yield RABBITMQ_URL
+    purge()
 
 
 @pytest.fixture

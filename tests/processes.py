@@ -42,9 +42,13 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
-    """SIGTERM the process group, then SIGKILL what is left; returns the exit status."""
+    """SIGTERM the process (as a service manager would), then SIGKILL its group's leftovers.
+
+    Only the leader gets SIGTERM: a Celery worker stops its own pool children, and signalling
+    them too makes the warm shutdown hang.
+    """
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
