@@ -5,14 +5,18 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
 
 from service.config import get_settings
+from service.health import redacted_broker_url
 
 cli = typer.Typer(
     help="Email digests of a news site's tagged posts.",
@@ -35,9 +39,10 @@ Host = Annotated[str, typer.Option(help="Address to listen on.")]
 def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     """Run API, worker and scheduler on this machine, on the embedded defaults."""
     settings = get_settings()
+    _ensure_port_free(host, port)
     _upgrade_database()
     env = dict(os.environ)
-    if "NEWSLETTER_BASE_URL" not in env:
+    if "base_url" not in settings.model_fields_set:  # set neither in the environment nor .env
         env["NEWSLETTER_BASE_URL"] = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}"
     env.setdefault("NEWSLETTER_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
     env["PYTHONUNBUFFERED"] = "1"  # children's logs appear as they happen
@@ -48,13 +53,18 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
         "beat": _spawn([*me, "beat"], env),
     }
     base = env["NEWSLETTER_BASE_URL"]
+    broker = (
+        f"embedded ({settings.var_dir.resolve() / 'broker'})"
+        if settings.is_embedded_broker
+        else redacted_broker_url(settings.broker_url)
+    )
     typer.echo(
         f"newsletter is up\n"
         f"  API and pages  {base}/\n"
         f"  API docs       {base}/docs\n"
         f"  health         {base}/healthz\n"
-        f"  database       {settings.resolved_database_url}\n"
-        f"  broker         {settings.broker_url}\n"
+        f"  database       {_without_password(settings.resolved_database_url)}\n"
+        f"  broker         {broker}\n"
         f"  mail           {settings.mail_backend}"
         + (f" ({settings.outbox_dir.resolve()})" if settings.mail_backend == "outbox" else "")
         + "\nCtrl-C stops everything."
@@ -62,16 +72,40 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     raise typer.Exit(_supervise(children))
 
 
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            typer.echo(f"cannot listen on {host}:{port}: {exc.strerror}; try --port", err=True)
+            raise typer.Exit(2) from exc
+
+
+def _without_password(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Each child gets its own process group, so a terminal's Ctrl-C reaches only `up`,
-    # which then stops the children in order; PDEATHSIG kills them if `up` itself is killed.
-    return subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    # which then stops the children in order; PDEATHSIG stops them if `up` itself is killed.
+    return subprocess.Popen(
+        argv, env=env, start_new_session=True, preexec_fn=_die_with_parent(os.getpid())
+    )
 
 
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved in the parent: no loading after fork
+    pr_set_pdeathsig = 1
+
+    def arrange() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arrange
 
 
 def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
@@ -121,6 +155,7 @@ def api(
         port=port,
         workers=workers,
         log_config=None,  # our structured logging, configured by the app
+        access_log=False,  # the app logs requests by route template: paths carry tokens
         proxy_headers=True,
     )
 
@@ -207,4 +242,6 @@ def mail_test(
 
 
 def main() -> None:
+    # The database, queue files and outbox hold readers' addresses: private to this user.
+    os.umask(0o077)
     cli()

@@ -8,6 +8,8 @@ no code changes. The README's configuration table is generated from the descript
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -113,15 +115,29 @@ class Settings(BaseSettings):
             return configured
         path = self.var_dir / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # O_EXCL: two processes starting at once must not each write a different key.
-            try:
-                with path.open("x", encoding="ascii") as fh:
-                    path.chmod(0o600)
-                    fh.write(secrets.token_urlsafe(48))
-            except FileExistsError:
-                pass
-        return [path.read_text(encoding="ascii").strip()]
+            _write_new_key(path)
+        key = path.read_text(encoding="ascii").strip()
+        if len(key) < 32:
+            raise RuntimeError(f"{path} holds no usable key; delete it or set SECRET_KEY")
+        return [key]
+
+
+def _write_new_key(path: Path) -> None:
+    """Create ``path`` with a random key, readable by this user only, complete or not at all.
+
+    The key is written to a private temporary file first and then linked into place, so two
+    processes starting together never read a half-written (or empty) key.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its key
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 @lru_cache(maxsize=1)

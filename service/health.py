@@ -23,7 +23,7 @@ class Check:
 def check_database(engine: Engine) -> Check:
     try:
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(text("SELECT 1"))  # a DEFERRED read on SQLite: never waits for writers
     except Exception as exc:  # any driver error means "not ready"; the reason is reported
         return Check("database", False, _reason(exc))
     return Check("database", True, engine.dialect.name)
@@ -42,6 +42,11 @@ def check_broker(settings: Settings) -> Check:
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not ready"
         return Check("broker", False, _reason(exc))
     return Check("broker", True, str(scheme))
+
+
+def redacted_broker_url(url: str) -> str:
+    """The broker URL with its password masked, fit to print."""
+    return str(Connection(url).as_uri())
 
 
 def _reason(exc: BaseException) -> str:

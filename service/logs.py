@@ -13,6 +13,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from service.config import Settings
 
+HANDLER_NAME = "newsletter"
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -28,8 +29,11 @@ def configure_logging(settings: Settings) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: configuring twice must not log twice, and handlers that
+    # others installed (pytest's capture, a platform's agent) stay.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level.upper())
     # httpx logs every request URL at INFO; URLs can carry reader tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -9,8 +9,11 @@ commits (``enqueue``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -41,14 +44,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.broker_visibility_timeout,
     }
     if settings.is_embedded_broker:
-        queue_dir = (settings.var_dir / "broker" / "queue").resolve()
-        control_dir = (settings.var_dir / "broker" / "control").resolve()
-        queue_dir.mkdir(parents=True, exist_ok=True)
-        control_dir.mkdir(parents=True, exist_ok=True)
+        folders = embedded_broker_folders(settings)
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
         transport_options |= {
-            "data_folder_in": str(queue_dir),
-            "data_folder_out": str(queue_dir),
-            "control_folder": str(control_dir),
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "control_folder": str(folders["control"]),
+            # A consumer takes a message by renaming it into this folder. Kept beside the
+            # queue (same filesystem: the rename is atomic, so two workers never both take
+            # it) instead of kombu's default, the world-readable temp dir. `tick` prunes it.
+            "store_processed": True,
+            "processed_folder": str(folders["processed"]),
         }
     return {
         "broker_url": settings.broker_url,
@@ -69,13 +76,40 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "service.tasks.tick": {"queue": "default"},
             "service.tasks.send_test_mail": {"queue": "mail"},
         },
-        "beat_schedule": {"tick": {"task": "service.tasks.tick", "schedule": TICK_SECONDS}},
+        "beat_schedule": {
+            "tick": {
+                "task": "service.tasks.tick",
+                "schedule": TICK_SECONDS,
+                # A tick nobody ran in time is stale: with no worker up, they must not pile up
+                # and then run as a burst.
+                "options": {"expires": TICK_SECONDS - 5},
+            }
+        },
         "beat_schedule_filename": str((settings.var_dir / "celerybeat-schedule").resolve()),
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
+
+
+def embedded_broker_folders(settings: Settings) -> dict[str, Path]:
+    root = (settings.var_dir / "broker").resolve()
+    return {name: root / name for name in ("queue", "control", "processed")}
+
+
+def prune_processed_messages(settings: Settings, older_than: float = 3600.0) -> int:
+    """Delete the embedded broker's consumed message files older than ``older_than`` seconds."""
+    if not settings.is_embedded_broker:
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in embedded_broker_folders(settings)["processed"].glob("*.msg"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def configure(settings: Settings) -> None:
@@ -117,11 +151,18 @@ def _close_sender(**_: Any) -> None:
 
 
 @app.task(name="service.tasks.tick", ignore_result=True)
-def tick() -> str:
-    """Beat's one task. Later work (polls, digests, sweeps) is found due here."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    log.info("tick", extra={"at": now})
-    return now
+def tick() -> int:
+    """Beat's one task: finds what is due and does or enqueues it.
+
+    Today that is housekeeping of the embedded broker; polls, digests and the sweep of
+    stalled editions join here, each reading what is due from the database.
+    """
+    pruned = prune_processed_messages(get_settings())
+    log.info(
+        "tick",
+        extra={"at": datetime.now(UTC).isoformat(timespec="seconds"), "pruned_messages": pruned},
+    )
+    return pruned
 
 
 @app.task(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,10 +16,13 @@ from sqlalchemy import Engine
 
 from service.config import Settings, get_settings
 from service.db import get_engine
-from service.health import check_broker, check_database
+from service.health import CHECK_TIMEOUT, Check, check_broker, check_database
 from service.logs import configure_logging
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("service.web.access")
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 HTTP_REQUESTS = Counter(
     "newsletter_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -42,30 +47,47 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the path: a token in the path must not become a label.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
-        return response
+        status = 500  # what the client gets if the handler raises
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            # The route template, never the path: reader tokens live in paths, and must
+            # appear neither in logs nor as metric labels (unbounded cardinality).
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            method = request.method if request.method in HTTP_METHODS else "other"
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(route).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"route": request.url.path})
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.exception("unhandled error", extra={"route": route})
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz() -> JSONResponse:
         """Readiness: the database and the broker both answer; 503 names the one that doesn't."""
-        checks = [
-            await run_in_threadpool(check_database, engine or get_engine()),
-            await run_in_threadpool(check_broker, settings),
-        ]
+        checks = await asyncio.gather(
+            _bounded(check_database, "database", engine or get_engine()),
+            _bounded(check_broker, "broker", settings),
+        )
         ready = all(c.ok for c in checks)
         body = {
             "status": "ready" if ready else "not ready",
@@ -79,6 +101,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _bounded(check: Callable[[Any], Check], name: str, target: Any) -> Check:
+    """Run a blocking check in a thread; a check that hangs is a failed check, not a hung probe."""
+    try:
+        return await asyncio.wait_for(run_in_threadpool(check, target), CHECK_TIMEOUT + 1)
+    except TimeoutError:
+        return Check(name, False, f"no answer within {CHECK_TIMEOUT + 1:.0f}s")
 
 
 app = create_app()

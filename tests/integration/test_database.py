@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import migrate
-from service.db import on_commit
+from service.db import make_engine, on_commit, session_scope
+from service.health import check_database
 from service.models import (
     Base,
     Cadence,
@@ -160,3 +165,87 @@ def test_callbacks_run_after_commit_and_never_after_rollback(db: Session) -> Non
     db.rollback()
     db.commit()
     assert ran == ["kept"]
+
+
+def test_a_callback_in_a_released_savepoint_waits_for_the_outer_commit(db: Session) -> None:
+    ran: list[str] = []
+    with db.begin_nested():
+        on_commit(db, lambda: ran.append("inner"))
+    assert ran == []  # releasing a savepoint commits nothing
+    db.rollback()
+    db.commit()
+    assert ran == []  # the outer transaction rolled back: nothing was committed
+
+
+def test_a_callback_in_a_rolled_back_savepoint_is_dropped(db: Session) -> None:
+    ran: list[str] = []
+    on_commit(db, lambda: ran.append("outer"))
+    try:
+        with db.begin_nested():
+            on_commit(db, lambda: ran.append("lost race"))
+            db.add(Tag(slug="dup", name="A"))
+            db.add(Tag(slug="dup", name="B"))
+            db.flush()
+    except IntegrityError:
+        pass
+    with db.begin_nested():
+        on_commit(db, lambda: ran.append("released"))
+    db.commit()
+    assert ran == ["outer", "released"]
+
+
+def test_a_failing_callback_does_not_stop_the_others(
+    db: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    def broker_down() -> None:
+        raise ConnectionError("broker down")
+
+    on_commit(db, broker_down)
+    on_commit(db, lambda: ran.append("next"))
+    db.add(Tag(slug="saved", name="Saved"))
+    db.commit()  # the rows are committed; the failure is logged, not raised
+    assert ran == ["next"]
+    assert "after-commit callback failed" in caplog.text
+    assert db.scalars(select(Tag.slug).where(Tag.slug == "saved")).one() == "saved"
+
+
+def test_closing_without_commit_drops_callbacks(engine: Engine) -> None:
+    ran: list[str] = []
+    with Session(engine) as session:
+        on_commit(session, lambda: ran.append("never"))
+    with Session(engine) as session:
+        session.commit()
+    assert ran == []
+
+
+@pytest.mark.sqlite
+def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    migrate.upgrade(engine)
+    with session_scope(engine) as writer:  # holds SQLite's write lock until it commits
+        writer.add(Tag(slug="w", name="W"))
+        writer.flush()
+        started = time.monotonic()
+        check = check_database(engine)
+        assert check.ok, check.detail
+        assert time.monotonic() - started < 2  # not the 30 s busy timeout
+    engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_sqlite_migrations_run_with_foreign_keys_off_and_restore_them(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fk.db'}", pool_size=1, max_overflow=0)
+    seen: list[int] = []
+
+    def step(cfg: Config) -> None:
+        connection = cfg.attributes["connection"]
+        seen.append(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
+        command.upgrade(cfg, "head")
+
+    migrate._run(engine, step)
+    assert seen == [0]  # a batch rebuild of a parent table cannot cascade into its children
+    with engine.connect() as conn:  # the pooled connection has them back on
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -54,3 +56,23 @@ def test_up_serves_and_stops_with_all_its_children(
         stop(up)
     wait_for(lambda: not processes_with_env(str(var_dir)), 10, "every child to exit", log)
     assert not _answers(f"{base}/healthz")
+
+
+@pytest.mark.process
+def test_up_refuses_a_port_in_use_before_starting_anything(var_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [PYTHON, "-m", "service", "up", "--port", str(port)],
+            env=service_env(var_dir),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "is up" not in result.stdout
+    assert not processes_with_env(str(var_dir))

@@ -101,7 +101,33 @@ def test_an_unexpected_error_is_a_plain_500_without_a_traceback(
         raise RuntimeError("secret internals")
 
     app.include_router(router)
-    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.get("/boom")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error"}
     assert "secret internals" not in response.text
+    assert 'route="/boom",status="500"' in client.get("/metrics").text  # counted, too
+
+
+def test_request_logs_name_the_route_never_the_path(
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings, engine)
+    router = APIRouter()
+
+    @router.get("/unsubscribe/{token}")
+    def unsubscribe(token: str) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app.include_router(router)
+    client = TestClient(app, raise_server_exceptions=False)
+    caplog.set_level("INFO", logger="service.web.access")
+    client.get("/unsubscribe/SECRET-TOKEN-123")
+    client.request("FROBNICATE", "/healthz")
+    records = [r for r in caplog.records if r.name == "service.web.access"]
+    assert [getattr(r, "route", None) for r in records] == ["/unsubscribe/{token}", "/healthz"]
+    ours = [r for r in caplog.records if r.name.startswith("service")]
+    assert not [r for r in ours if "SECRET-TOKEN-123" in str(vars(r))]
+    metrics = client.get("/metrics").text
+    assert "FROBNICATE" not in metrics  # clients cannot mint label values
+    assert 'method="other"' in metrics
