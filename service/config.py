@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     )
     smtp_url: str = Field(
         "smtp://localhost:1025",
-        description="`smtp://[user:pass@]host:port` (STARTTLS when the server offers it; "
-        "`?starttls=require` insists) or `smtps://…` (TLS from the first byte).",
+        description="`smtp://[user:pass@]host:port` (STARTTLS when the server offers it, and "
+        "required when credentials are set; `?starttls=require` always insists, "
+        "`?starttls=off` never uses it) or `smtps://…` (TLS from the first byte).",
     )
     smtp_pool_size: int = Field(
         4, description="SMTP connections kept open and reused per worker process.", ge=1, le=64

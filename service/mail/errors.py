@@ -5,10 +5,16 @@ MailError                   base; `code` (SMTP/HTTP status or None) and `detail`
 │   │                       refused connections, HTTP 429/5xx
 │   └── RateLimited         the backend asked us to slow down; `retry_after` seconds if told
 └── PermanentError          do not retry this message
-    ├── RecipientRejected   5xx to RCPT or DATA for this message: fail the delivery and
-    │                       suppress the address
+    ├── RecipientRejected   the address itself is refused (5xx with enhanced status 5.1.x bad
+    │                       mailbox or address, 5.2.x mailbox full or disabled; at RCPT with no
+    │                       enhanced status, 550/551/553): fail the delivery and suppress the
+    │                       address
+    ├── MessageRejected     this message is refused, not the reader (content or policy: spam,
+    │                       5.7.x, 5.6.x, too large 552/5.3.4/5.2.3; any other 5xx to RCPT or
+    │                       DATA): fail this delivery, keep the subscription
     └── BackendRejected     the backend refuses us whatever the recipient (auth failure 535,
-                            sender refused, bad configuration): pause sending
+                            sender refused or 5.1.7/5.1.8 bad sender address, TLS certificate
+                            or STARTTLS problems, bad configuration): pause sending
 
 HeaderInjection(ValueError) a header value holds CR or LF; raised before anything is built,
                             so it is a programming or data error, not a sending error.
@@ -20,6 +26,7 @@ __all__ = [
     "BackendRejected",
     "HeaderInjection",
     "MailError",
+    "MessageRejected",
     "PermanentError",
     "RateLimited",
     "RecipientRejected",
@@ -51,6 +58,10 @@ class PermanentError(MailError):
 
 
 class RecipientRejected(PermanentError):
+    pass
+
+
+class MessageRejected(PermanentError):
     pass
 
 

@@ -1,12 +1,15 @@
 """Build the one message type every sender takes: `OutgoingMessage`, bytes ready for the wire.
 
 Bulk mail gets the headers mailbox providers require (RFC 8058 one-click unsubscribe, List-Id,
-Feedback-ID) and, when a key is configured, a DKIM signature whose h= covers them.
+Feedback-ID) and, when a key is configured, a DKIM signature whose h= covers (over-signs) them.
+Its rendered body must show the unsubscribe URL in both the text and the HTML part.
 """
 
 from __future__ import annotations
 
+import html
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +37,10 @@ __all__ = [
 ]
 
 # Signed when present. dkimpy's default list leaves out List-Unsubscribe-Post and Feedback-ID;
-# an unsigned one-click header could be added in transit, so name them explicitly.
+# an unsigned one-click header could be added in transit, so name them explicitly. Each is also
+# over-signed (named once more than it occurs, RFC 6376 section 8.15): the extra name stands for
+# a header that is absent, so one added later, e.g. a second List-Unsubscribe or Subject placed
+# above ours where a reader's client may show it, breaks the signature.
 DKIM_HEADERS = (
     "From",
     "To",
@@ -47,6 +53,7 @@ DKIM_HEADERS = (
     "List-Unsubscribe-Post",
     "List-Id",
     "Feedback-ID",
+    "Auto-Submitted",
 )
 
 _ID_PART = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -122,6 +129,24 @@ def build_message(
         if any(c in name or c in value for c in "\r\n"):
             raise HeaderInjection(f"CR or LF in header {name!r}")
 
+    if list_info is not None:
+        # Bulk mail shows a visible way out in both parts, not only the List-Unsubscribe header
+        # that some clients never display. The HTML part may carry the URL escaped (&amp;).
+        url = list_info.unsubscribe_url
+        missing = [
+            part
+            for part, present in (
+                ("text", url in rendered.text),
+                ("HTML", url in html.unescape(rendered.html)),
+            )
+            if not present
+        ]
+        if missing:
+            raise ValueError(
+                f"bulk mail must show its unsubscribe link {url!r} in the body: "
+                f"missing from the {' and '.join(missing)} part"
+            )
+
     envelope_from = parseaddr(mail_from)[1]
     recipient = parseaddr(to)[1]
     if "@" not in envelope_from or "@" not in recipient:
@@ -150,8 +175,14 @@ class DkimSigner:
 
     def sign(self, data: bytes) -> bytes:
         """`data` with a DKIM-Signature header prepended."""
-        present = {k.lower() for k in BytesHeaderParser().parsebytes(data)}
-        include = [h.encode() for h in DKIM_HEADERS if h.lower() in present]
+        counts = Counter(k.lower() for k in BytesHeaderParser().parsebytes(data))
+        # Present headers only, each named once more than it occurs (over-signing).
+        include = [
+            name.encode()
+            for name in (h.lower() for h in DKIM_HEADERS)
+            if counts[name]
+            for _ in range(counts[name] + 1)
+        ]
         signature: bytes = dkim.sign(
             data,
             self.selector.encode(),

@@ -18,7 +18,7 @@ def _read_key(var_dir: str) -> str:
 
 def test_a_generated_key_is_private_and_the_same_for_every_process(tmp_path: Path) -> None:
     # `newsletter up` starts api, worker and beat at once: they must all sign with one key.
-    with multiprocessing.get_context("fork").Pool(6) as pool:
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
         keys = pool.map(_read_key, [str(tmp_path)] * 24)
     assert len(set(keys)) == 1
     assert len(keys[0]) >= 32
@@ -28,7 +28,7 @@ def test_a_generated_key_is_private_and_the_same_for_every_process(tmp_path: Pat
 
 
 def test_configured_keys_rotate_newest_first(tmp_path: Path) -> None:
-    settings = Settings(var_dir=tmp_path, secret_key="new-key, old-key")  # type: ignore[arg-type]
+    settings = Settings(var_dir=tmp_path, secret_key="new-key, old-key")
     assert settings.secret_keys() == ["new-key", "old-key"]
     assert not (tmp_path / "secret_key").exists()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -13,6 +14,7 @@ from typing import Any
 
 import dkim
 import pytest
+from jinja2 import UndefinedError
 
 from service.config import Settings
 from service.mail import (
@@ -27,6 +29,7 @@ from service.mail import (
     render,
     template_names,
 )
+from service.mail.render import templates_dir
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "test": {
@@ -44,8 +47,15 @@ LIST_INFO = ListInfo(
 )
 RENDERED = Rendered(
     subject="Your climate digest",
-    text="Hello reader \N{EM DASH} three new posts.\n",
-    html="<html><body><p>Hello reader &mdash; three new posts.</p></body></html>",
+    text=(
+        "Hello reader \N{EM DASH} three new posts.\n"
+        "Unsubscribe: https://news.example.org/unsubscribe/TOKEN123\n"
+    ),
+    html=(
+        "<html><body><p>Hello reader &mdash; three new posts.</p>"
+        '<p><a href="https://news.example.org/unsubscribe/TOKEN123">Unsubscribe</a></p>'
+        "</body></html>"
+    ),
 )
 MESSAGE_ID = make_message_id("delivery", 42, 7, domain="news.example.org")
 
@@ -97,7 +107,10 @@ def test_envelope_uses_bare_addresses() -> None:
 
 def test_mailto_is_optional_and_transactional_mail_has_no_list_headers() -> None:
     no_mailto = ListInfo("L <l.example.org>", "https://x.example.org/u/T", None, "a:b")
-    assert parse(build(list_info=no_mailto).data)["List-Unsubscribe"] == (
+    rendered = Rendered(
+        "S", "Leave: https://x.example.org/u/T\n", "<a href='https://x.example.org/u/T'>"
+    )
+    assert parse(build(list_info=no_mailto, rendered=rendered).data)["List-Unsubscribe"] == (
         "<https://x.example.org/u/T>"
     )
     plain = parse(build(list_info=None).data)
@@ -163,7 +176,9 @@ def test_subject_with_newlines_in_template_comes_out_on_one_line(tmp_path: Path)
     (folder / "body.html").write_text("<html><body><p>{{ tag }}</p></body></html>")
     rendered = render("multi", {"tag": "climate"}, root=tmp_path)
     assert rendered.subject == "Three new posts about climate"
-    assert parse(build(rendered=rendered).data)["Subject"] == "Three new posts about climate"
+    assert parse(build(rendered=rendered, list_info=None).data)["Subject"] == (
+        "Three new posts about climate"
+    )
 
 
 def test_html_is_escaped_text_is_not() -> None:
@@ -181,8 +196,6 @@ def test_css_is_inlined() -> None:
 
 
 def test_missing_context_variable_fails_loudly() -> None:
-    from jinja2 import UndefinedError
-
     with pytest.raises(UndefinedError):
         render("test", {"site_name": "Example News"})
 
@@ -196,6 +209,63 @@ def test_every_template_renders(name: str) -> None:
     assert "\n" not in rendered.subject
     assert rendered.text.strip()
     assert "<html" in rendered.html
+
+
+def test_bulk_mail_must_show_the_unsubscribe_link_in_both_parts() -> None:
+    url = LIST_INFO.unsubscribe_url
+    no_text = Rendered("S", "No way out.\n", RENDERED.html)
+    no_html = Rendered("S", f"Leave: {url}\n", "<html><body><p>No way out.</p></body></html>")
+    with pytest.raises(ValueError, match=r"missing from the text part"):
+        build(rendered=no_text)
+    with pytest.raises(ValueError, match=r"missing from the HTML part"):
+        build(rendered=no_html)
+    with pytest.raises(ValueError, match=r"missing from the text and HTML part"):
+        build(rendered=Rendered("S", "t", "<html></html>"))
+    # Transactional mail (no list_info) has no such link to show.
+    assert build(rendered=Rendered("S", "t", "<html></html>"), list_info=None)
+
+
+def test_unsubscribe_link_may_be_html_escaped() -> None:
+    url = "https://news.example.org/unsubscribe?token=T1&list=climate"
+    info = ListInfo("L <l.example.org>", url, None, "a:b")
+    rendered = Rendered(
+        "S",
+        f"Unsubscribe: {url}\n",
+        '<p><a href="https://news.example.org/unsubscribe?token=T1&amp;list=climate">x</a></p>',
+    )
+    assert parse(build(rendered=rendered, list_info=info).data)["List-Unsubscribe"] == f"<{url}>"
+
+
+def test_base_layout_footer_shows_unsubscribe_and_preferences_links(tmp_path: Path) -> None:
+    """A list message template gets both links from `_base`, in both parts, and builds."""
+    shutil.copytree(templates_dir() / "email" / "_base", tmp_path / "email" / "_base")
+    folder = tmp_path / "email" / "digest"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Digest")
+    (folder / "body.txt").write_text(
+        '{% extends "_base/body.txt" %}{% block content %}Three posts.{% endblock %}'
+    )
+    (folder / "body.html").write_text(
+        '{% extends "_base/body.html" %}{% block content %}<p>Three posts.</p>{% endblock %}'
+    )
+    url = "https://news.example.org/unsubscribe?token=T1&list=climate"
+    preferences = "https://news.example.org/preferences?token=T1&x=1"
+    context = {**SAMPLE_CONTEXTS["test"], "unsubscribe_url": url, "preferences_url": preferences}
+    rendered = render("digest", context, root=tmp_path)
+    for link in (url, preferences):
+        assert link in rendered.text
+        assert f'href="{link.replace("&", "&amp;")}"' in rendered.html
+    assert rendered.text.index("-- \n") < rendered.text.index(url)  # below the signature line
+    info = ListInfo("L <l.example.org>", url, None, "a:b")
+    assert parse(build(rendered=rendered, list_info=info).data)["List-Id"] == "L <l.example.org>"
+
+    # Without the list context (transactional mail) the footer has no such links,
+    plain = render("digest", SAMPLE_CONTEXTS["test"], root=tmp_path)
+    assert "nsubscribe" not in plain.text
+    assert "nsubscribe" not in plain.html
+    # and a list message cannot leave out its preferences link.
+    with pytest.raises(UndefinedError):
+        render("digest", {**SAMPLE_CONTEXTS["test"], "unsubscribe_url": url}, root=tmp_path)
 
 
 # --- DKIM -------------------------------------------------------------------------------------
@@ -271,3 +341,40 @@ def test_dkim_signer_from_settings(rsa_key: tuple[Path, str], tmp_path: Path) ->
     )
     assert other is not None
     assert other.domain == "example.org"
+
+
+def signed_header_names(data: bytes) -> list[str]:
+    signature = parse(data)["DKIM-Signature"]
+    h = re.search(r"\bh=([^;]+)", "".join(str(signature).split()))
+    assert h
+    return h.group(1).lower().split(":")
+
+
+def test_dkim_over_signs_every_signed_header(rsa_key: tuple[Path, str]) -> None:
+    key, _record = rsa_key
+    data = build(signer=DkimSigner("sel1", "news.example.org", key.read_bytes())).data
+    names = signed_header_names(data)
+    assert "auto-submitted" in names
+    for name in set(names):
+        assert names.count(name) == 2, name  # once for the header, once for "no second one"
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        b"List-Unsubscribe: <https://evil.example.net/u>\r\n",
+        b"Subject: Your account is suspended\r\n",
+        b"From: Bank <security@bank.example>\r\n",
+        b"Auto-Submitted: no\r\n",
+    ],
+    ids=["list-unsubscribe", "subject", "from", "auto-submitted"],
+)
+def test_dkim_fails_when_a_second_signed_header_is_added(
+    rsa_key: tuple[Path, str], added: bytes
+) -> None:
+    key, record = rsa_key
+    data = build(signer=DkimSigner("sel1", "news.example.org", key.read_bytes())).data
+    assert verify(data, record)
+    assert not verify(added + data, record)  # above the signature, where readers look first
+    signature_end = data.index(b"\r\nFrom:") + 2
+    assert not verify(data[:signature_end] + added + data[signature_end:], record)

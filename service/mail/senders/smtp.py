@@ -1,8 +1,9 @@
 """Send through an SMTP server over a small pool of connections reused across messages.
 
-`smtp://[user:pass@]host:port[?starttls=require|auto|off]` (auto: STARTTLS when offered) or
-`smtps://…` (TLS from the first byte). Up to `pool_size` connections are open at once; idle ones
-wait in a LIFO so the warmest is reused and the rest can time out on the server side.
+`smtp://[user:pass@]host:port[?starttls=require|auto|off]` (auto: STARTTLS when offered, and
+required when there are credentials; off sends them in clear) or `smtps://…` (TLS from the first
+byte). Up to `pool_size` connections are open at once; idle ones wait in a LIFO so the warmest
+is reused and the rest can time out on the server side.
 
 A connection that saw any error is closed, never pooled again. A send is never retried here: if
 the connection drops after the final "." the server may have queued the mail, and only the
@@ -12,17 +13,19 @@ caller's retry policy (reusing the stable Message-ID) should decide to send it a
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from service.mail.errors import (
     BackendRejected,
     MailError,
+    MessageRejected,
     PermanentError,
     RecipientRejected,
     TemporaryError,
@@ -41,6 +44,27 @@ IDLE_CHECK_AFTER = 30.0  # seconds idle before a NOOP checks the server has not 
 class _Connection:
     smtp: smtplib.SMTP
     last_used: float
+
+
+class _SMTP(smtplib.SMTP):
+    """`smtplib.SMTP` that remembers the host given to `connect()`.
+
+    smtplib passes `self._host` as `server_hostname` when it wraps the socket (STARTTLS, and
+    SMTP_SSL on connect) but only sets it in the constructor, which we call without a host (see
+    `_connect`). Without it TLS has no SNI name and no name to check the certificate against.
+    """
+
+    _host: str
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        self._host = host
+        return super().connect(host, port, source_address)
+
+
+class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):
+    pass
 
 
 class SmtpSender:
@@ -124,21 +148,30 @@ class SmtpSender:
     def _connect(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP
         if self.implicit_tls:
-            smtp = smtplib.SMTP_SSL(timeout=self.timeout, context=self.tls_context)
+            smtp = _SMTP_SSL(timeout=self.timeout, context=self.tls_context)
         else:
-            smtp = smtplib.SMTP(timeout=self.timeout)
+            smtp = _SMTP(timeout=self.timeout)
         try:
-            # connect() outside the constructor so a failed handshake still closes the socket.
+            # connect() outside the constructor so a failed handshake still closes the socket;
+            # _SMTP.connect() records the host for TLS server_hostname (SNI, certificate check).
             code, text = smtp.connect(self.host, self.port)
             if code != 220:
                 raise smtplib.SMTPConnectError(code, text)
             smtp.ehlo_or_helo_if_needed()
-            wants_tls = self.starttls == "require" or (
-                self.starttls == "auto" and smtp.has_extn("starttls")
-            )
-            if wants_tls and not self.implicit_tls:
-                smtp.starttls(context=self.tls_context)  # not offered: SMTPNotSupportedError
-                smtp.ehlo()
+            if not self.implicit_tls and self.starttls != "off":
+                offered = smtp.has_extn("starttls")
+                # auto with credentials behaves as require: AUTH must never go out in clear
+                # because a server (or someone in the path) left STARTTLS out of EHLO. Sending
+                # credentials without TLS takes an explicit starttls=off.
+                if not offered and (self.starttls == "require" or self.username):
+                    raise BackendRejected(
+                        "server does not offer STARTTLS; refusing to send credentials in clear"
+                        if self.username
+                        else "server does not offer STARTTLS (starttls=require)"
+                    )
+                if offered:
+                    smtp.starttls(context=self.tls_context)
+                    smtp.ehlo()
             if self.username:
                 smtp.login(self.username, self.password)
         except OSError as exc:
@@ -159,7 +192,11 @@ def _transmit(smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
     code, text = smtp.rcpt(message.recipient)
     if code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({message.recipient: (code, text)})
-    code, text = smtp.data(message.data)  # raises SMTPDataError unless 354 then 250
+    # data() raises SMTPDataError when DATA is not answered 354, but RETURNS the reply to the
+    # final "." whatever it is: a 451 greylisting or a 554 spam rejection arrives here.
+    code, text = smtp.data(message.data)
+    if code != 250:
+        raise smtplib.SMTPDataError(code, text)
     return text.decode("utf-8", "replace")
 
 
@@ -167,9 +204,13 @@ def _mail_error(exc: OSError) -> MailError:
     """Sort an smtplib/socket failure by what the caller should do (see errors.py)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(exc.recipients.values()))
-        return _from_reply(code, text, RecipientRejected)
+        return _from_reply(code, text, _rejection(code, text, at_rcpt=True))
     if isinstance(exc, smtplib.SMTPDataError):
-        return _from_reply(exc.smtp_code, exc.smtp_error, RecipientRejected)
+        reply = exc.smtp_error
+        return _from_reply(exc.smtp_code, reply, _rejection(exc.smtp_code, reply, at_rcpt=False))
+    if isinstance(exc, smtplib.SMTPSenderRefused) and _too_large(exc.smtp_code, exc.smtp_error):
+        # MAIL FROM with SIZE= refused: this message is too big, the sender is fine.
+        return _from_reply(exc.smtp_code, exc.smtp_error, MessageRejected)
     if isinstance(exc, smtplib.SMTPResponseException):
         # Sender refused, auth failed (535), greeting or STARTTLS refused: not this recipient.
         return _from_reply(exc.smtp_code, exc.smtp_error, BackendRejected)
@@ -183,6 +224,42 @@ def _mail_error(exc: OSError) -> MailError:
         return BackendRejected(str(exc))
     # Refused, reset, timeouts (TimeoutError is an OSError).
     return TemporaryError(f"{type(exc).__name__}: {exc}")
+
+
+# RFC 3463 enhanced status code at the start of the reply text, e.g. "5.1.1 No such user".
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
+
+
+def _enhanced(text: bytes | str) -> tuple[int, int, int] | None:
+    detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    match = _ENHANCED.match(detail)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _too_large(code: int, text: bytes | str) -> bool:
+    status = _enhanced(text)
+    if status is not None:
+        return status[1:] in ((3, 4), (2, 3))
+    return code == 552
+
+
+def _rejection(code: int, text: bytes | str, *, at_rcpt: bool) -> type[PermanentError]:
+    """Which PermanentError a 5xx to RCPT or DATA means (4xx are temporary whatever this says).
+
+    Only a problem with the address suppresses the reader, so anything unclear is a
+    MessageRejected: failing one message is cheap, dropping a subscriber by mistake is not.
+    """
+    status = _enhanced(text)
+    if status is not None:
+        _, subject, detail = status
+        if subject == 1 and detail in (7, 8):  # bad sender mailbox / sender system address
+            return BackendRejected
+        if subject == 1 or (subject == 2 and detail != 3):  # X.2.3: message length limit
+            return RecipientRejected
+        return MessageRejected  # 5.7.x policy, 5.6.x content, 5.3.4 too big, 5.5.x, ...
+    if at_rcpt and code in (550, 551, 553):
+        return RecipientRejected
+    return MessageRejected
 
 
 def _from_reply(code: int, text: bytes | str, permanent: type[PermanentError]) -> MailError:
