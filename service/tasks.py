@@ -56,6 +56,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # it) instead of kombu's default, the world-readable temp dir. `tick` prunes it.
             "store_processed": True,
             "processed_folder": str(folders["processed"]),
+            # Checked every 0.1 s, not kombu's 1 s: median pickup latency 40-65 ms instead
+            # of ~540 ms, for a few cheap directory listings (benchmarks/README.md).
+            "polling_interval": 0.1,
         }
     return {
         "broker_url": settings.broker_url,
