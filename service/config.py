@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     )
     dkim_key_file: Path | None = Field(None, description="PEM private key for DKIM signing.")
     dkim_domain: str = Field("", description="DKIM d= domain. Empty: the domain of `MAIL_FROM`.")
+    blocked_email_domains: str = Field(
+        "",
+        description="Comma-separated domains whose addresses may not subscribe (e.g. "
+        "disposable-mail services).",
+    )
+    rate_limit_subscribe_per_ip: str = Field(
+        "10/minute",
+        description="Subscribe requests one client address may make (`N/second|minute|hour|day`).",
+    )
+    rate_limit_subscribe_per_address: str = Field(
+        "3/hour",
+        description="Subscribe requests for one email address, from anywhere; bounds the mail "
+        "anyone can make us send to a stranger.",
+    )
     log_level: str = Field("INFO", description="Python log level name.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line; `text`: for a terminal."
@@ -96,6 +110,20 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.var_dir / 'newsletter.db').resolve()}"
+
+    def blocked_domains(self) -> frozenset[str]:
+        return frozenset(
+            d.strip().lower() for d in self.blocked_email_domains.split(",") if d.strip()
+        )
+
+    @property
+    def rate_limit_storage_url(self) -> str:
+        """Limits are shared through Redis when Redis is the broker, else kept per process."""
+        return (
+            self.broker_url
+            if self.broker_url.startswith(("redis://", "rediss://"))
+            else ("memory://")
+        )
 
     @property
     def is_embedded_broker(self) -> bool:

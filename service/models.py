@@ -219,6 +219,9 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     send_hour: Mapped[int | None] = mapped_column(Integer)  # None: the schedule's time
     breaking_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)  # no digests while paused
+    # Carried by the confirmation link and cleared when it is used: a link works once.
+    confirm_nonce: Mapped[str | None] = mapped_column(String(32))
     consented_at: Mapped[datetime | None]
     consent_source: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -240,7 +243,7 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
-    tag: Mapped[Tag] = relationship()
+    tag: Mapped[Tag] = relationship(lazy="joined")  # a subscription is always shown with its tag
 
 
 class Schedule(Base):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +23,13 @@ from kombu.entity import Exchange, Queue
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
-from service.db import on_commit
+from service.db import on_commit, session_scope
 from service.logs import configure_logging
 from service.mail import TemporaryError
 from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
+from service.readers import mail as reader_mail
+from service.readers.mail import ReaderMail
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "service.tasks.tick": {"queue": "default"},
             "service.tasks.send_test_mail": {"queue": "mail"},
+            # A reader is waiting for their confirmation: ahead of bulk mail.
+            "service.tasks.send_reader_mail": {"queue": "priority"},
         },
         "beat_schedule": {
             "tick": {
@@ -181,3 +186,33 @@ def send_test_mail(to: str) -> str:
     backend_id = send_test_message(sender(), get_settings(), to)
     log.info("test mail sent", extra={"backend_id": backend_id})
     return backend_id
+
+
+@app.task(
+    name="service.tasks.send_reader_mail",
+    autoretry_for=(TemporaryError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def send_reader_mail(kind: str, subscriber_id: int, request_id: str) -> str | None:
+    """The confirmation or preferences-link mail a reader's request asked for."""
+    with session_scope() as session:
+        return reader_mail.send_reader_mail(
+            session, sender(), get_settings(), ReaderMail(kind), subscriber_id, request_id
+        )
+
+
+class TaskNotifier:
+    """The readers' `Notifier`: each mail becomes a task, sent when the request commits."""
+
+    def confirmation(self, session: Session, subscriber_id: int) -> None:
+        enqueue(session, send_reader_mail, ReaderMail.CONFIRM.value, subscriber_id, _request_id())
+
+    def manage_link(self, session: Session, subscriber_id: int) -> None:
+        enqueue(session, send_reader_mail, ReaderMail.MANAGE.value, subscriber_id, _request_id())
+
+
+def _request_id() -> str:
+    return secrets.token_hex(8)

@@ -13,11 +13,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings, get_settings
-from service.db import get_engine
+from service.db import get_engine, session_factory
 from service.health import CHECK_TIMEOUT, Check, check_broker, check_database
 from service.logs import configure_logging
+from service.readers.accounts import ReaderError
+from service.readers.ratelimit import RateLimiter
+from service.readers.tokens import Tokens
+from service.tasks import TaskNotifier
+from service.web import readers_api
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -41,6 +47,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         summary="Email digests of a news site's tagged posts",
         version="0.1.0",
     )
+    # Built lazily by get_engine(), so importing the app connects to nothing.
+    app.state.settings = settings
+    app.state.sessions = _LazySessions(engine)
+    app.state.tokens = Tokens(settings)
+    app.state.limiter = RateLimiter(settings)
+    app.state.notifier = TaskNotifier()
+    app.include_router(readers_api.router)
+
+    @app.exception_handler(ReaderError)
+    async def reader_error(request: Request, exc: ReaderError) -> JSONResponse:
+        detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.middleware("http")
     async def observe(
@@ -101,6 +119,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _LazySessions:
+    """A session factory bound on first use, to the given engine or the configured one."""
+
+    def __init__(self, engine: Engine | None) -> None:
+        self._engine = engine
+        self._factory: sessionmaker[Session] | None = None
+
+    def __call__(self) -> Session:
+        if self._factory is None:
+            self._factory = session_factory(self._engine or get_engine())
+        return self._factory()
 
 
 async def _bounded(check: Callable[[Any], Check], name: str, target: Any) -> Check:

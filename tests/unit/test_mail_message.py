@@ -37,6 +37,17 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
         "base_url": "https://news.example.org",
         "sent_at": "2025-03-01 09:30 UTC",
     },
+    "confirm": {
+        "site_name": "Example News",
+        "base_url": "https://news.example.org",
+        "confirm_url": "https://news.example.org/confirm/TOKEN",
+        "tags": [{"name": "Ukraine", "cadence": "daily"}, {"name": "Economy", "cadence": "weekly"}],
+    },
+    "manage": {
+        "site_name": "Example News",
+        "base_url": "https://news.example.org",
+        "preferences_url": "https://news.example.org/preferences/TOKEN",
+    },
 }
 
 LIST_INFO = ListInfo(

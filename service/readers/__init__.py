@@ -1,0 +1,1 @@
+"""Everything a reader does: subscribe, confirm, preferences, unsubscribe, export, erase."""
