@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -48,7 +49,12 @@ def known_timezone(value: str) -> str:
     return value
 
 
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(normalize_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 320}),
+]
 Slug = Annotated[
     str,
     AfterValidator(no_line_breaks),

@@ -62,9 +62,11 @@ def current_reader(
     session: SessionDep,
     tokens: TokensDep,
     x_subscriber_token: Annotated[
-        str, Header(description="The token from a preferences link", max_length=2000)
-    ],
+        str | None, Header(description="The token from a preferences link", max_length=2000)
+    ] = None,
 ) -> Subscriber:
+    if not x_subscriber_token:
+        raise HTTPException(401, detail="X-Subscriber-Token is required.")
     try:
         return load_subscriber(session, tokens.read(Purpose.MANAGE, x_subscriber_token))
     except InvalidToken as exc:
