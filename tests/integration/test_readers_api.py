@@ -400,3 +400,16 @@ def _subscriptions(api: Api, reader: Subscriber) -> list[Any]:
         fresh = session.get(Subscriber, reader.id)
         assert fresh is not None
         return sorted(fresh.subscriptions, key=lambda s: s.tag.slug)
+
+
+def test_rate_limits_are_shared_through_redis_by_every_api_process(
+    engine: Engine, settings: Settings, api: Api, redis_url: str
+) -> None:
+    shared = settings.model_copy(
+        update={"broker_url": redis_url, "rate_limit_subscribe_per_ip": "3/minute"}
+    )
+    first, second = Api(engine, shared), Api(engine, shared)  # two API processes, one Redis
+    assert [first.subscribe(email=f"s{i}@example.org").status_code for i in range(2)] == [202] * 2
+    assert second.subscribe(email="s2@example.org").status_code == 202
+    assert second.subscribe(email="s3@example.org").status_code == 429
+    assert first.subscribe(email="s4@example.org").status_code == 429
