@@ -191,6 +191,26 @@ def beat() -> None:
     app.start(["beat", "--loglevel", get_settings().log_level])
 
 
+@cli.command()
+def demo() -> None:
+    """Seed a fictional portal's tags and posts (idempotent), so `up` has something to show."""
+    from service import demo as demo_content
+    from service.db import session_scope
+
+    _upgrade_database()
+    with session_scope() as session:
+        tags, posts = demo_content.seed(session)
+    settings = get_settings()
+    typer.echo(
+        f"demo: {tags} tags and {posts} posts added (The Harbour Courier, a fictional portal)\n"
+        f"try:  curl -s -X POST {settings.base_url}/api/subscriptions "
+        "-H 'content-type: application/json' "
+        """-d '{"email": "you@example.org", "tags": ["transport", "climate"], """
+        """"cadence": {"transport": "instant", "climate": "weekly"}}'\n"""
+        f"or open {settings.base_url}/subscribe"
+    )
+
+
 @db_cli.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
