@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         "http://localhost:8000",
         description="Public URL of the API and pages; links in mail point here.",
     )
+    site_name: str = Field(
+        "", description="The publication's name in pages and mail. Empty: the host of `BASE_URL`."
+    )
     mail_from: str = Field(
         "Newsletter <newsletter@localhost>", description="From header of every message."
     )
@@ -132,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+    @property
+    def display_name(self) -> str:
+        return self.site_name or self.public_host
 
     @property
     def public_host(self) -> str:

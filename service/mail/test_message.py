@@ -16,7 +16,7 @@ def send_test_message(sender: Sender, settings: Settings, to: str) -> str:
     sent_at = datetime.now(UTC)
     rendered = render(
         "test",
-        {"site_name": settings.public_host, "base_url": settings.base_url, "sent_at": sent_at},
+        {"site_name": settings.display_name, "base_url": settings.base_url, "sent_at": sent_at},
     )
     message = build_message(
         rendered,

@@ -52,7 +52,7 @@ def send_reader_mail(
     if subscriber is None or is_suppressed(session, subscriber.email):
         return None
     tokens = Tokens(settings)
-    context: dict[str, object] = {"site_name": settings.public_host, "base_url": settings.base_url}
+    context: dict[str, object] = {"site_name": settings.display_name, "base_url": settings.base_url}
     if kind is ReaderMail.CONFIRM:
         if subscriber.status != SubscriberStatus.PENDING or not subscriber.confirm_nonce:
             return None

@@ -37,14 +37,18 @@ def normalize_email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+# Files in the zone database that are not places: no reader lives in "localtime".
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @lru_cache(maxsize=1)
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+def timezones() -> frozenset[str]:
+    return frozenset(available_timezones()) - NOT_ZONES
 
 
 def known_timezone(value: str) -> str:
     no_line_breaks(value)
-    if value not in _zones():
+    if value not in timezones():
         raise ValueError("unknown time zone; use an IANA name such as Europe/Kyiv")
     return value
 

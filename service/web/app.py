@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.config import Settings, get_settings
 from service.db import get_engine, session_factory
@@ -23,7 +25,7 @@ from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
 from service.tasks import TaskNotifier
-from service.web import readers_api
+from service.web import pages, readers_api
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -54,6 +56,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.limiter = RateLimiter(settings)
     app.state.notifier = TaskNotifier()
     app.include_router(readers_api.router)
+    app.include_router(pages.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A person who mistypes a page address gets a page; scripts and the API get JSON.
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if wants_page and not request.url.path.startswith(("/api/", "/webhooks/")):
+            return pages.error_page(request, exc.status_code, headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ReaderError)
     async def reader_error(request: Request, exc: ReaderError) -> JSONResponse:

@@ -131,3 +131,16 @@ def test_request_logs_name_the_route_never_the_path(
     metrics = client.get("/metrics").text
     assert "FROBNICATE" not in metrics  # clients cannot mint label values
     assert 'method="other"' in metrics
+
+
+def test_a_mistyped_page_address_gets_a_page_and_the_api_keeps_json(
+    settings: Settings, engine: Engine
+) -> None:
+    client = _client(settings, engine)
+    page = client.get("/no/such/page", headers={"accept": "text/html"})
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    api = client.get("/api/no/such", headers={"accept": "text/html"})
+    assert api.status_code == 404
+    assert api.json() == {"detail": "Not Found"}
+    assert client.get("/no/such/page").json() == {"detail": "Not Found"}  # scripts: JSON
