@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
 import signal
 import socket
 import subprocess
@@ -10,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.config import Settings
+from service.readers.tokens import Purpose, TokenData, Tokens
 from tests.processes import (
     PYTHON,
     free_port,
@@ -76,3 +81,65 @@ def test_up_refuses_a_port_in_use_before_starting_anything(var_dir: Path) -> Non
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "is up" not in result.stdout
     assert not processes_with_env(str(var_dir))
+
+
+@pytest.mark.process
+@pytest.mark.embedded_broker
+def test_a_reader_subscribes_confirms_and_unsubscribes_on_up(var_dir: Path, tmp_path: Path) -> None:
+    """The README's tour, as a newcomer drives it with curl: no server but `newsletter up`."""
+    env = service_env(var_dir)
+    subprocess.run(
+        [PYTHON, "-m", "service", "demo"], env=env, check=True, capture_output=True, timeout=60
+    )
+    port = free_port()
+    log = tmp_path / "up.log"
+    up = start([PYTHON, "-m", "service", "up", "--port", str(port)], env, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{base}/healthz"), 15, "/healthz", log)
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            accepted = browser.post(
+                "/api/subscriptions",
+                json={
+                    "email": "reader@example.org",
+                    "cadence": {"transport": "instant", "climate": "weekly"},
+                },
+            )
+            assert accepted.status_code == 202, accepted.text
+
+            outbox = var_dir / "outbox"
+            wait_for(lambda: any(outbox.glob("*.eml")), 30, "the confirmation mail", log)
+            [eml] = list(outbox.glob("*.eml"))
+            mail = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+            body = mail.get_body(("plain",))
+            assert body is not None
+            link = re.search(r"http://localhost:\d+(/confirm/\S+)", str(body.get_content()))
+            assert link is not None, body
+
+            page = browser.get(link.group(1))  # shows a button; a GET confirms nothing
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert csrf is not None
+            done = browser.post(link.group(1), data={"csrf_token": csrf.group(1)})
+            assert done.status_code == 200, done.text
+            manage = re.search(r"/preferences/([^\"]+)", done.text)
+            assert manage is not None
+
+            me = browser.get("/api/me", headers={"X-Subscriber-Token": manage.group(1)}).json()
+            assert me["status"] == "active"
+            assert me["subscriptions"] == {"transport": "instant", "climate": "weekly"}
+
+        # RFC 8058: a mail client's one-click POST, no cookie, no page, no redirect.
+        tokens = Tokens(Settings(var_dir=var_dir))
+        reader = tokens.read(Purpose.MANAGE, manage.group(1)).subscriber_id
+        unsubscribe = tokens.make(Purpose.UNSUBSCRIBE, TokenData(reader))
+        one_click = httpx.post(
+            f"{base}/unsubscribe/{unsubscribe}", data={"List-Unsubscribe": "One-Click"}, timeout=10
+        )
+        assert one_click.status_code == 200
+        assert "set-cookie" not in one_click.headers
+        me = httpx.get(f"{base}/api/me", headers={"X-Subscriber-Token": manage.group(1)}).json()
+        assert me["status"] == "unsubscribed"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+        stop(up)
