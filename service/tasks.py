@@ -38,6 +38,16 @@ TICK_SECONDS = 60.0
 
 app = Celery("newsletter")
 
+# Every task that sends mail: a temporary failure (SMTP 4xx, timeout, HTTP 429/5xx) retries
+# with exponential backoff and jitter, capped far below the broker's visibility timeout.
+MAIL_RETRY: dict[str, Any] = {
+    "autoretry_for": (TemporaryError,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for ``settings``; the broker is the only thing that varies."""
@@ -173,14 +183,7 @@ def tick() -> int:
     return pruned
 
 
-@app.task(
-    name="service.tasks.send_test_mail",
-    autoretry_for=(TemporaryError,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-)
+@app.task(name="service.tasks.send_test_mail", **MAIL_RETRY)
 def send_test_mail(to: str) -> str:
     """Send the `test` message to ``to`` through the configured backend."""
     backend_id = send_test_message(sender(), get_settings(), to)
@@ -188,14 +191,7 @@ def send_test_mail(to: str) -> str:
     return backend_id
 
 
-@app.task(
-    name="service.tasks.send_reader_mail",
-    autoretry_for=(TemporaryError,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-)
+@app.task(name="service.tasks.send_reader_mail", **MAIL_RETRY)
 def send_reader_mail(kind: str, subscriber_id: int, request_id: str) -> str | None:
     """The confirmation or preferences-link mail a reader's request asked for."""
     with session_scope() as session:
