@@ -32,5 +32,7 @@ def suppress(
         session.add(entry)
     entry.reason, entry.source = reason, source
     entry.email = email if keep_address else None
+    if not keep_address:
+        entry.note = None  # a note could name the person
     session.flush()
     return entry

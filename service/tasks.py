@@ -28,8 +28,10 @@ from service.logs import configure_logging
 from service.mail import TemporaryError
 from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
+from service.readers import accounts
 from service.readers import mail as reader_mail
 from service.readers.mail import ReaderMail
+from service.readers.schemas import SubscribeIn
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "service.tasks.send_test_mail": {"queue": "mail"},
             # A reader is waiting for their confirmation: ahead of bulk mail.
             "service.tasks.send_reader_mail": {"queue": "priority"},
+            "service.tasks.process_subscription": {"queue": "priority"},
         },
         "beat_schedule": {
             "tick": {
@@ -198,6 +201,27 @@ def send_reader_mail(kind: str, subscriber_id: int, request_id: str) -> str | No
         return reader_mail.send_reader_mail(
             session, sender(), get_settings(), ReaderMail(kind), subscriber_id, request_id
         )
+
+
+@app.task(name="service.tasks.process_subscription")
+def process_subscription(body: dict[str, Any], source: str) -> None:
+    """A subscribe request, handled away from the HTTP request so its answer tells nothing."""
+    request = SubscribeIn.model_validate(body)
+    with session_scope() as session:
+        try:
+            accounts.subscribe(
+                session, request, settings=get_settings(), notify=TaskNotifier(), source=source
+            )
+        except accounts.ReaderError as exc:  # a tag deleted since the request was checked
+            log.warning("subscribe request dropped", extra={"reason": exc.message})
+
+
+class TaskIntake:
+    """The readers' `Intake`: each checked subscribe request becomes a task."""
+
+    def subscribe(self, request: SubscribeIn, source: str) -> None:
+        # Nothing was written by the request, so there is no commit to wait for.
+        process_subscription.delay(request.model_dump(mode="json"), source)
 
 
 class TaskNotifier:

@@ -64,12 +64,19 @@ class Notifier(Protocol):
     def manage_link(self, session: Session, subscriber_id: int) -> None: ...
 
 
+class Intake(Protocol):
+    """Takes a checked subscribe request for processing away from the request (the worker)."""
+
+    def subscribe(self, request: SubscribeIn, source: str) -> None: ...
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def find_by_email(session: Session, email: str, *, lock: bool = False) -> Subscriber | None:
-    query = select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+    # lower() on both sides in the database: the index is on the database's lower(email).
+    query = select(Subscriber).where(func.lower(Subscriber.email) == func.lower(email))
     return session.scalars(query.with_for_update() if lock else query).one_or_none()
 
 
@@ -82,14 +89,24 @@ def tags_by_slug(session: Session, slugs: Iterable[str], field: str = "tags") ->
     return found
 
 
+def check_request(session: Session, request: SubscribeIn, settings: Settings) -> dict[str, Tag]:
+    """What can be said about a request without looking up the address: domain and tags.
+
+    The request path stops here and hands over to `Intake`; everything that depends on
+    whether the address is known happens in `subscribe`, in the worker, so neither the answer
+    nor its timing can tell a new address from a known one.
+    """
+    domain = request.email.rsplit("@", 1)[1].lower()
+    if domain in settings.blocked_domains():
+        raise ReaderError("email", "addresses at this domain are not accepted")
+    return tags_by_slug(session, request.tags)
+
+
 def subscribe(
     session: Session, request: SubscribeIn, *, settings: Settings, notify: Notifier, source: str
 ) -> None:
     """Start (or restart) double opt-in; an active reader gets their preferences link instead."""
-    domain = request.email.rsplit("@", 1)[1].lower()
-    if domain in settings.blocked_domains():
-        raise ReaderError("email", "addresses at this domain are not accepted")
-    tags = tags_by_slug(session, request.tags)
+    tags = check_request(session, request, settings)
     if is_suppressed(session, request.email):
         return  # never mailed again; the caller's answer is the same as for anyone
     subscriber = find_by_email(session, request.email, lock=True) or _create(
@@ -141,10 +158,16 @@ def _set_cadences(session: Session, subscriber: Subscriber, cadences: dict[Tag, 
     session.flush()
 
 
-def load_subscriber(session: Session, data: TokenData) -> Subscriber:
-    """The reader a token names; an erased or deleted reader's tokens are dead."""
+def load_subscriber(session: Session, data: TokenData, *, lock: bool = False) -> Subscriber:
+    """The reader a token names; an erased or deleted reader's tokens are dead.
+
+    ``lock``: for a change, so two saves at once queue instead of both inserting a row.
+    """
     subscriber = session.get(
-        Subscriber, data.subscriber_id, options=[selectinload(Subscriber.subscriptions)]
+        Subscriber,
+        data.subscriber_id,
+        options=[selectinload(Subscriber.subscriptions)],
+        with_for_update=lock,
     )
     if subscriber is None or subscriber.status == SubscriberStatus.ERASED:
         raise InvalidToken()
@@ -178,7 +201,10 @@ def update_preferences(session: Session, subscriber: Subscriber, changes: Prefer
         kept = {tags[s]: c for s, c in changes.tags.items() if c is not None}
         _set_cadences(session, subscriber, kept)
         if kept and subscriber.status == SubscriberStatus.UNSUBSCRIBED and subscriber.consented_at:
-            subscriber.status = SubscriberStatus.ACTIVE  # came back through their own link
+            # Came back through their own preferences link: that choice is fresh consent.
+            subscriber.status = SubscriberStatus.ACTIVE
+            subscriber.consented_at = _now()
+            subscriber.consent_source = "preferences page"
     for field in ("timezone", "send_hour", "breaking_alerts", "paused"):
         if field in sent and (field == "send_hour" or getattr(changes, field) is not None):
             setattr(subscriber, field, getattr(changes, field))
@@ -188,7 +214,13 @@ def update_preferences(session: Session, subscriber: Subscriber, changes: Prefer
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, scope: str) -> None:
-    """Leave one tag's list, or everything. Takes effect for any mail not yet handed over."""
+    """Leave one tag's list, or everything. Takes effect for any mail not yet handed over.
+
+    A token naming a tag that no longer exists unsubscribes from everything: an unsubscribe
+    must never quietly do nothing.
+    """
+    if scope != ALL_LISTS and session.scalar(select(Tag.id).where(Tag.slug == scope)) is None:
+        scope = ALL_LISTS
     if scope == ALL_LISTS:
         subscriber.subscriptions.clear()
     else:

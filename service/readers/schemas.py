@@ -31,10 +31,14 @@ def no_line_breaks(value: str) -> str:
 def normalize_email(value: str) -> str:
     no_line_breaks(value)
     try:
-        # Syntax and normalization only; no DNS lookups in the request path.
-        return validate_email(value, check_deliverability=False).normalized
+        # Syntax and normalization only, no DNS in the request path. ASCII only: an address
+        # that needs SMTPUTF8 cannot be put in a To header most relays accept, and an
+        # internationalized domain is kept in its punycode form, as mail servers see it.
+        valid = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    assert valid.ascii_email is not None  # guaranteed by allow_smtputf8=False
+    return valid.ascii_email
 
 
 # Files in the zone database that are not places: no reader lives in "localtime".

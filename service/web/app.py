@@ -24,7 +24,7 @@ from service.logs import configure_logging
 from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
-from service.tasks import TaskNotifier
+from service.tasks import TaskIntake, TaskNotifier
 from service.web import pages, readers_api
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.tokens = Tokens(settings)
     app.state.limiter = RateLimiter(settings)
     app.state.notifier = TaskNotifier()
+    app.state.intake = TaskIntake()
     app.include_router(readers_api.router)
     app.include_router(pages.router)
 

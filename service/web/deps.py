@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.models import Subscriber
-from service.readers.accounts import Notifier, load_subscriber
+from service.readers.accounts import Intake, Notifier, load_subscriber
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import InvalidToken, Purpose, Tokens
 
@@ -37,6 +37,11 @@ def get_notifier(request: Request) -> Notifier:
     return notifier
 
 
+def get_intake(request: Request) -> Intake:
+    intake: Intake = request.app.state.intake
+    return intake
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -56,21 +61,35 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokensDep = Annotated[Tokens, Depends(get_tokens)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
+IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
-def current_reader(
-    session: SessionDep,
-    tokens: TokensDep,
-    x_subscriber_token: Annotated[
-        str | None, Header(description="The token from a preferences link", max_length=2000)
-    ] = None,
-) -> Subscriber:
-    if not x_subscriber_token:
+SubscriberToken = Annotated[
+    str | None, Header(description="The token from a preferences link", max_length=2000)
+]
+
+
+def _reader(session: Session, tokens: Tokens, token: str | None, *, lock: bool) -> Subscriber:
+    if not token:
         raise HTTPException(401, detail="X-Subscriber-Token is required.")
     try:
-        return load_subscriber(session, tokens.read(Purpose.MANAGE, x_subscriber_token))
+        return load_subscriber(session, tokens.read(Purpose.MANAGE, token), lock=lock)
     except InvalidToken as exc:
         raise HTTPException(401, detail="Invalid or expired token.") from exc
 
 
+def current_reader(
+    session: SessionDep, tokens: TokensDep, x_subscriber_token: SubscriberToken = None
+) -> Subscriber:
+    return _reader(session, tokens, x_subscriber_token, lock=False)
+
+
+def reader_for_update(
+    session: SessionDep, tokens: TokensDep, x_subscriber_token: SubscriberToken = None
+) -> Subscriber:
+    """The reader, row-locked: two changes at once queue instead of colliding."""
+    return _reader(session, tokens, x_subscriber_token, lock=True)
+
+
 ReaderDep = Annotated[Subscriber, Depends(current_reader)]
+WritableReaderDep = Annotated[Subscriber, Depends(reader_for_update)]

@@ -37,7 +37,7 @@ from service.readers.schemas import PreferencesIn, SubscribeIn, timezones
 from service.readers.tokens import ALL_LISTS, InvalidToken, Purpose, Tokens
 from service.web import csrf
 from service.web.deps import (
-    NotifierDep,
+    IntakeDep,
     SessionDep,
     SettingsDep,
     TokensDep,
@@ -185,9 +185,13 @@ class PageRoute(APIRoute):
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 
+FORM_PART_LIMIT = 64 * 1024  # no form here takes more than a few hundred bytes a field
+
+
 async def _form(request: Request) -> FormData:
     # Parsed here (async) so the handlers can stay synchronous, like the rest of the app.
-    return await request.form()
+    # No file uploads and small parts: the parse runs before any token or CSRF check.
+    return await request.form(max_files=0, max_fields=300, max_part_size=FORM_PART_LIMIT)
 
 
 FormDep = Annotated[FormData, Depends(_form)]
@@ -312,7 +316,7 @@ def subscribe(
     form: FormDep,
     session: SessionDep,
     settings: SettingsDep,
-    notify: NotifierDep,
+    intake: IntakeDep,
 ) -> HTMLResponse:
     csrf.verify(request, form.get(csrf.FIELD))
     values = SubscribeForm.from_form(form)
@@ -325,11 +329,12 @@ def subscribe(
     rate_limit(request, "subscribe-ip", client_address(request))
     rate_limit(request, "subscribe-address", body.email)
     try:
-        accounts.subscribe(session, body, settings=settings, notify=notify, source="web form")
+        accounts.check_request(session, body, settings)
     except accounts.ReaderError as exc:
         return _subscribe_page(request, session, values, errors={exc.field: exc.message})
-    session.commit()
-    # The same page for every address, whatever we know about it (no enumeration).
+    session.rollback()  # it only read: end the transaction (and SQLite's lock) before handing over
+    intake.subscribe(body, source="web form")
+    # The same page, after the same work, for every address (no enumeration).
     return render(request, "check_inbox.html", {})
 
 
@@ -337,10 +342,14 @@ def subscribe(
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm_page(request: Request, token: str, tokens: TokensDep) -> HTMLResponse:
+def confirm_page(
+    request: Request, token: str, session: SessionDep, tokens: TokensDep
+) -> HTMLResponse:
     # Checks the link but changes nothing: mail scanners open links before readers do.
-    tokens.read(Purpose.CONFIRM, token)
-    return render(request, "confirm.html", {"token": token}, with_form=True)
+    subscriber = accounts.load_subscriber(session, tokens.read(Purpose.CONFIRM, token))
+    # What is being confirmed, as it stands now (a later subscribe may have added topics).
+    topics = sorted((s.tag.name, s.cadence.value) for s in subscriber.subscriptions)
+    return render(request, "confirm.html", {"token": token, "topics": topics}, with_form=True)
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
@@ -357,9 +366,8 @@ def confirm(
     try:
         subscriber = accounts.confirm(session, data, source="web")
     except accounts.AlreadyConfirmed:
-        subscriber = accounts.load_subscriber(session, data)
-        urls = reader_urls(settings, tokens, subscriber)
-        return render(request, "confirmed.html", {"already": True, **urls})
+        # A used link proves nothing any more (it may sit in a scanner's log): no new links.
+        return render(request, "confirmed.html", {"already": True})
     session.commit()
     urls = reader_urls(settings, tokens, subscriber)
     return render(request, "confirmed.html", {"already": False, **urls})
@@ -422,8 +430,9 @@ class Reader:
     token: str
 
 
-def _manage(session: Session, tokens: Tokens, token: str) -> Reader:
-    return Reader(accounts.load_subscriber(session, tokens.read(Purpose.MANAGE, token)), token)
+def _manage(session: Session, tokens: Tokens, token: str, *, lock: bool = False) -> Reader:
+    data = tokens.read(Purpose.MANAGE, token)
+    return Reader(accounts.load_subscriber(session, data, lock=lock), token)
 
 
 def _preferences_page(
@@ -469,7 +478,7 @@ def update_preferences(
     request: Request, token: str, form: FormDep, session: SessionDep, tokens: TokensDep
 ) -> HTMLResponse:
     csrf.verify(request, form.get(csrf.FIELD))
-    reader = _manage(session, tokens, token)
+    reader = _manage(session, tokens, token, lock=True)
     values = PreferencesForm.from_form(form)
     known = {"timezone", "send_hour", "tags"} | {f"cadence-{s}" for s in values.cadences}
     try:
@@ -503,7 +512,7 @@ def erase(
     request: Request, token: str, form: FormDep, session: SessionDep, tokens: TokensDep
 ) -> HTMLResponse:
     csrf.verify(request, form.get(csrf.FIELD))
-    reader = _manage(session, tokens, token)
+    reader = _manage(session, tokens, token, lock=True)
     if _text(form, "confirm") != "yes":
         errors = {"erase-confirm": "Tick the box to confirm that your data should be erased."}
         values = PreferencesForm.of(reader.subscriber)
@@ -532,7 +541,8 @@ def unsubscribe_page(
     subscriber = accounts.load_subscriber(session, data)
     context = {
         "token": token,
-        "email": subscriber.email,
+        # Masked: unsubscribe links are forwarded with the mail they sit in.
+        "email": _masked(subscriber.email),
         "list_name": _list_name(session, data.scope),
     }
     return render(request, "unsubscribe.html", context, with_form=True)
@@ -551,20 +561,24 @@ def unsubscribe(
         # RFC 8058: a mail client posts this with no cookie; the token alone authorizes it,
         # and the answer is neither a redirect nor sets a cookie.
         data = tokens.read(Purpose.UNSUBSCRIBE, token)
-        accounts.unsubscribe(session, accounts.load_subscriber(session, data), data.scope)
+        subscriber = accounts.load_subscriber(session, data, lock=True)
+        accounts.unsubscribe(session, subscriber, data.scope)
         session.commit()
         return PlainTextResponse("You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
     csrf.verify(request, form.get(csrf.FIELD))
     data = tokens.read(Purpose.UNSUBSCRIBE, token)
-    subscriber = accounts.load_subscriber(session, data)
+    subscriber = accounts.load_subscriber(session, data, lock=True)
     choice = _text(form, "scope")
     if choice not in ("token", "all"):
         return error_page(request, 422, message="Choose what to unsubscribe from.")
     scope = data.scope if choice == "token" else ALL_LISTS
     accounts.unsubscribe(session, subscriber, scope)
     session.commit()
-    context = {
-        "list_name": _list_name(session, scope),
-        **reader_urls(settings, tokens, subscriber),
-    }
-    return render(request, "unsubscribed.html", context)
+    # No preferences link here: an unsubscribe link never expires and gets forwarded, so it
+    # must not open the reader's preferences, export or erasure.
+    return render(request, "unsubscribed.html", {"list_name": _list_name(session, scope)})
+
+
+def _masked(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'•' * 3}@{domain}"

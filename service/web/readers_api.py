@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request, Response
 from service.readers import accounts
 from service.readers.schemas import Accepted, ExportOut, MeOut, PreferencesIn, SubscribeIn, TagOut
 from service.web.deps import (
-    NotifierDep,
+    IntakeDep,
     ReaderDep,
     SessionDep,
     SettingsDep,
+    WritableReaderDep,
     client_address,
     rate_limit,
 )
@@ -33,17 +34,18 @@ def subscribe(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    notify: NotifierDep,
+    intake: IntakeDep,
 ) -> Accepted:
     """Subscribe an address to tags; a confirmation mail follows.
 
-    The answer is the same whether the address is new, pending, already subscribed or
-    suppressed, so it cannot be used to learn who reads what.
+    The answer, and the work done before it, are the same whether the address is new,
+    pending, already subscribed or suppressed, so it cannot tell who reads what.
     """
     rate_limit(request, "subscribe-ip", client_address(request))
     rate_limit(request, "subscribe-address", body.email)
-    accounts.subscribe(session, body, settings=settings, notify=notify, source="api")
-    session.commit()
+    accounts.check_request(session, body, settings)
+    session.rollback()  # it only read: end the transaction (and SQLite's lock) before handing over
+    intake.subscribe(body, source="api")
     return Accepted()
 
 
@@ -54,7 +56,7 @@ def read_me(reader: ReaderDep) -> MeOut:
 
 
 @router.patch("/api/me", responses=BAD_TOKEN)
-def update_me(body: PreferencesIn, reader: ReaderDep, session: SessionDep) -> MeOut:
+def update_me(body: PreferencesIn, reader: WritableReaderDep, session: SessionDep) -> MeOut:
     """Change tags (a tag set to null is dropped), cadence, hour, time zone, alerts, pause."""
     accounts.update_preferences(session, reader, body)
     session.commit()
@@ -68,7 +70,7 @@ def export_me(reader: ReaderDep, session: SessionDep) -> ExportOut:
 
 
 @router.delete("/api/me", status_code=204, responses=BAD_TOKEN)
-def erase_me(reader: ReaderDep, session: SessionDep) -> Response:
+def erase_me(reader: WritableReaderDep, session: SessionDep) -> Response:
     """Erase the reader's data; only a hash of the address stays, so it is never mailed again."""
     accounts.erase(session, reader)
     session.commit()

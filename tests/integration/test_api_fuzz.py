@@ -23,7 +23,7 @@ from service import migrate
 from service.config import Settings
 from service.db import make_engine
 from service.models import Tag
-from service.web.app import create_app
+from tests.fakes import app_with_sync_intake
 from tests.integration.test_readers_api import RecordingNotifier
 
 EXAMPLES_PER_OPERATION = 40
@@ -40,7 +40,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesi
     with Session(engine) as session:
         session.add_all([Tag(slug="ukraine", name="Ukraine"), Tag(slug="economy", name="Economy")])
         session.commit()
-    app = create_app(
+    app = app_with_sync_intake(
         Settings(
             var_dir=folder,
             log_format="text",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.db import session_factory
 from service.models import Base, Subscriber, SubscriberStatus, Suppression, Tag
+from service.readers import accounts
 from service.readers.accounts import AlreadyConfirmed, confirm
+from service.readers.schemas import SubscribeIn
 from service.readers.tokens import InvalidToken, Purpose, TokenData, Tokens
 from service.suppressions import email_hash
-from service.web.app import create_app
+from tests.fakes import app_with_sync_intake
 
 
 class RecordingNotifier:
@@ -38,14 +42,14 @@ class RecordingNotifier:
 class Api:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine, self.settings = engine, settings
-        self.app = create_app(settings, engine)
+        self.app = app_with_sync_intake(settings, engine)
         self.notifier = RecordingNotifier()
         self.app.state.notifier = self.notifier
         self.client = TestClient(self.app, raise_server_exceptions=False)
         self.tokens = Tokens(settings)
 
     def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+        return session_factory(self.engine)()  # as the worker's sessions: writers queue
 
     def subscribe(self, **body: Any) -> Any:
         body.setdefault("tags", ["ukraine"])
@@ -173,20 +177,95 @@ def test_no_way_to_tell_new_pending_active_or_erased_addresses_apart(api: Api) -
     assert len({tuple(sorted(r.headers.items())) for r in answers.values()}) == 1
 
 
-def test_timing_does_not_tell_a_new_address_from_an_active_one(api: Api) -> None:
+class RecordingIntake:
+    """What production does in the request: hand the request over, nothing else."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def subscribe(self, request: Any, source: str) -> None:
+        self.requests.append(request.email)
+
+
+def test_timing_does_not_tell_new_pending_active_or_suppressed_apart(api: Api) -> None:
     api.activate("known@example.org")
-    timings: dict[str, list[float]] = {"new": [], "active": []}
-    # Interleaved, so a busy machine slows both kinds of request alike.
-    for i in range(30):
-        for kind, email in (("new", f"new{i}@example.org"), ("active", "known@example.org")):
+    api.subscribe(email="waiting@example.org")
+    erased = api.activate("gone@example.org")
+    api.client.delete("/api/me", headers={"X-Subscriber-Token": erased})
+    api.app.state.intake = RecordingIntake()
+    states = {
+        "new": "new{}@example.org",
+        "pending": "waiting@example.org",
+        "active": "known@example.org",
+        "suppressed": "gone@example.org",
+    }
+    timings: dict[str, list[float]] = {state: [] for state in states}
+    for i in range(30):  # interleaved, so a busy machine slows every kind alike
+        for state, address in states.items():
             started = time.perf_counter()
-            assert api.subscribe(email=email).status_code == 202
-            timings[kind].append((time.perf_counter() - started) * 1000)
-    new, active = (statistics.median(timings[k]) for k in ("new", "active"))
-    # Both paths read the same rows and write one; what differs is a few inserts.
-    assert abs(new - active) < max(5.0, 0.5 * min(new, active)), (
-        f"new {new:.1f} ms, active {active:.1f} ms"
-    )
+            assert api.subscribe(email=address.format(i)).status_code == 202
+            timings[state].append((time.perf_counter() - started) * 1000)
+    medians = {state: statistics.median(t) for state, t in timings.items()}
+    fastest, slowest = min(medians.values()), max(medians.values())
+    # The request does the same work for every address; the worker does the rest.
+    assert slowest - fastest < max(3.0, 0.3 * fastest), medians
+
+
+def test_the_request_only_hands_over_whatever_the_address(api: Api) -> None:
+    api.activate("known@example.org")
+    api.app.state.intake = intake = RecordingIntake()
+    api.notifier.sent.clear()
+    for email in ("new@example.org", "known@example.org"):
+        assert api.subscribe(email=email).status_code == 202
+    assert intake.requests == ["new@example.org", "known@example.org"]
+    assert api.notifier.sent == []  # nothing address-dependent happened in the request
+
+
+def test_internationalized_addresses(api: Api) -> None:
+    # A non-ASCII mailbox needs SMTPUTF8, which a To header and most relays cannot carry.
+    refused = api.subscribe(email="\u00c4rger@example.org")
+    assert refused.status_code == 422
+    assert "email" in refused.text
+    # A non-ASCII domain is kept as mail servers see it, in punycode.
+    assert api.subscribe(email="leser@b\u00fccher.example").status_code == 202
+    assert api.reader("leser@xn--bcher-kva.example").email == "leser@xn--bcher-kva.example"
+
+
+def test_two_subscribes_for_one_new_address_at_once_make_one_reader(api: Api) -> None:
+    request = SubscribeIn(email="twice@example.org", tags=["ukraine"])
+
+    def subscribe_once(_: int) -> None:
+        with api.session() as session:
+            accounts.subscribe(
+                session, request, settings=api.settings, notify=api.notifier, source="test"
+            )
+            session.commit()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(subscribe_once, range(8)))
+    with api.session() as session:
+        assert len(session.scalars(select(Subscriber)).all()) == 1
+    assert len(_subscriptions(api, api.reader("twice@example.org"))) == 1
+
+
+def test_saving_preferences_twice_at_once_is_not_an_error(api: Api) -> None:
+    token = api.activate("clicks@example.org")
+
+    def save(i: int) -> int:
+        client = TestClient(api.app, raise_server_exceptions=False)
+        cadence = "weekly" if i % 2 else "daily"
+        response = client.patch(
+            "/api/me",
+            headers={"X-Subscriber-Token": token},
+            json={"tags": {"economy": cadence, "putin": "instant"}},
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(save, range(12)))
+    assert set(codes) == {200}
+    me = api.me(token).json()
+    assert set(me["subscriptions"]) == {"ukraine", "economy", "putin"}
 
 
 @pytest.mark.parametrize(
@@ -319,6 +398,7 @@ def test_erase_forgets_the_reader_and_never_mails_them_again(api: Api) -> None:
         assert "gone" not in row.email.lower()
         entry = session.scalars(select(Suppression)).one()
         assert entry.email is None
+        assert entry.note is None
         assert entry.email_hash == email_hash("gone@example.org")
     api.notifier.sent.clear()
     assert api.subscribe(email="gone@example.org").status_code == 202
@@ -413,3 +493,23 @@ def test_rate_limits_are_shared_through_redis_by_every_api_process(
     assert second.subscribe(email="s2@example.org").status_code == 202
     assert second.subscribe(email="s3@example.org").status_code == 429
     assert first.subscribe(email="s4@example.org").status_code == 429
+
+
+def test_an_unsubscribe_link_for_a_tag_that_is_gone_unsubscribes_from_everything(
+    api: Api,
+) -> None:
+    api.activate("renamed@example.org")
+    reader = api.reader("renamed@example.org")
+    token = api.tokens.make(Purpose.UNSUBSCRIBE, TokenData(reader.id, scope="old-slug"))
+    response = api.client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert api.reader("renamed@example.org").status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_page_forms_take_no_file_uploads(api: Api) -> None:
+    reader_token = api.tokens.make(Purpose.UNSUBSCRIBE, TokenData(1))
+    response = api.client.post(
+        f"/unsubscribe/{reader_token}",
+        files={"upload": ("big.bin", b"x" * 200_000, "application/octet-stream")},
+    )
+    assert 400 <= response.status_code < 500

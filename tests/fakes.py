@@ -1,0 +1,36 @@
+"""Stand-ins for the task queue in web tests: the requests' effects, run in the test."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from service.config import Settings
+from service.readers import accounts
+from service.readers.schemas import SubscribeIn
+from service.web.app import create_app
+
+
+class SyncIntake:
+    """Handles a subscribe request at once, as the worker would, with the app's notifier.
+
+    Reads the app's sessions and notifier when called, so a test may replace them first.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def subscribe(self, request: SubscribeIn, source: str) -> None:
+        state = self.app.state
+        with state.sessions() as session:
+            accounts.subscribe(
+                session, request, settings=state.settings, notify=state.notifier, source=source
+            )
+            session.commit()
+
+
+def app_with_sync_intake(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The real app, with subscribe requests handled in the test instead of by a worker."""
+    app = create_app(settings, engine)
+    app.state.intake = SyncIntake(app)
+    return app
