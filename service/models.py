@@ -170,6 +170,11 @@ class Source(Base):
     first_polled_at: Mapped[datetime | None]
     consecutive_errors: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_result: Mapped[str | None] = mapped_column(String(200))  # what the last poll did
+    # One poll in flight per source, across every worker: a poll holds this lease.
+    lease_until: Mapped[datetime | None]
+    # Some servers' validators never change (WordPress tag feeds): fetch without them at times.
+    last_unconditional_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tags: Mapped[list[Tag]] = relationship(secondary=source_tags)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from service.auth import allows, authenticate
 from service.config import Settings
-from service.models import Subscriber
+from service.models import ApiToken, Role, Subscriber
 from service.readers.accounts import Intake, Notifier, load_subscriber
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import InvalidToken, Purpose, Tokens
@@ -93,3 +94,29 @@ def reader_for_update(
 
 ReaderDep = Annotated[Subscriber, Depends(current_reader)]
 WritableReaderDep = Annotated[Subscriber, Depends(reader_for_update)]
+
+
+def _admin(needed: Role) -> Callable[..., ApiToken]:
+    def check(
+        session: SessionDep,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> ApiToken:
+        scheme, _, token = (authorization or "").partition(" ")
+        row = authenticate(session, token.strip()) if scheme.lower() == "bearer" else None
+        if row is None:
+            # Same answer for a missing, malformed or unknown token: nothing to learn from it.
+            raise HTTPException(
+                401,
+                detail="A valid admin token is required.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not allows(row, needed):
+            raise HTTPException(403, detail="This token's role may not do this.")
+        session.commit()  # records last_used_at
+        return row
+
+    return check
+
+
+OperatorDep = Annotated[ApiToken, Depends(_admin(Role.OPERATOR))]
+EditorDep = Annotated[ApiToken, Depends(_admin(Role.EDITOR))]

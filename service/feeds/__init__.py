@@ -1,0 +1,1 @@
+"""Feeds: fetch (httpx), parse (RSS, Atom, JSON Feed), normalize and sanitize, store, poll."""
