@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -24,9 +25,13 @@ cli = typer.Typer(
     add_completion=False,
 )
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+sources_cli = typer.Typer(help="The feeds the service polls.", no_args_is_help=True)
+tokens_cli = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 mail_cli = typer.Typer(help="Mail checks.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(mail_cli, name="mail")
+cli.add_typer(sources_cli, name="sources")
+cli.add_typer(tokens_cli, name="tokens")
 
 WORKER_QUEUES = "priority,mail,poll,default"
 STOP_GRACE_SECONDS = 15.0
@@ -40,6 +45,10 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     """Run API, worker and scheduler on this machine, on the embedded defaults."""
     settings = get_settings()
     _ensure_port_free(host, port)
+    # From here on Ctrl-C or SIGTERM stop everything in order, even before startup finishes.
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _upgrade_database()
     env = dict(os.environ)
     if "base_url" not in settings.model_fields_set:  # set neither in the environment nor .env
@@ -69,7 +78,26 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
         + (f" ({settings.outbox_dir.resolve()})" if settings.mail_backend == "outbox" else "")
         + "\nCtrl-C stops everything."
     )
-    raise typer.Exit(_supervise(children))
+    if not stop.is_set():
+        _first_tick(f"http://{host}:{port}/healthz", stop)
+    raise typer.Exit(_supervise(children, stop))
+
+
+def _first_tick(health_url: str, stop: threading.Event) -> None:
+    """Beat's first tick comes a minute after it starts; a fresh install should poll now,
+    once the API answers (the demo's feeds are served by it)."""
+    import httpx
+
+    from service.tasks import tick
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            if httpx.get(health_url, timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    tick.delay()
 
 
 def _ensure_port_free(host: str, port: int) -> None:
@@ -108,23 +136,15 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return arrange
 
 
-def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
-    stop_requested = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+def _supervise(children: dict[str, subprocess.Popen[bytes]], stop: threading.Event) -> int:
     exit_code = 0
-    while not stop_requested:
+    while not stop.is_set():
         for name, child in children.items():
             if child.poll() is not None:
                 typer.echo(f"{name} exited with status {child.returncode}; stopping", err=True)
                 exit_code = 1
-                stop_requested = True
-        time.sleep(0.2)
+                stop.set()
+        stop.wait(0.2)
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -193,22 +213,129 @@ def beat() -> None:
 
 @cli.command()
 def demo() -> None:
-    """Seed a fictional portal's tags and posts (idempotent), so `up` has something to show."""
+    """Write a fictional portal's tag feeds, serve them from this service, register them."""
     from service import demo as demo_content
     from service.db import session_scope
 
-    _upgrade_database()
-    with session_scope() as session:
-        tags, posts = demo_content.seed(session)
     settings = get_settings()
+    _upgrade_database()
+    demo_content.write_feeds(settings)
+    with session_scope() as session:
+        added = demo_content.register_sources(session, settings)
     typer.echo(
-        f"demo: {tags} tags and {posts} posts added (The Harbour Courier, a fictional portal)\n"
+        f"demo: {len(demo_content.TAGS)} tag feeds of The Harbour Courier (a fictional portal) "
+        f"at {settings.base_url}/demo/feeds/, {added} new sources.\n"
+        "`newsletter up` polls them within a minute (or run `newsletter poll` while it runs).\n"
         f"try:  curl -s -X POST {settings.base_url}/api/subscriptions "
         "-H 'content-type: application/json' "
-        """-d '{"email": "you@example.org", "tags": ["transport", "climate"], """
-        """"cadence": {"transport": "instant", "climate": "weekly"}}'\n"""
+        """-d '{"email": "you@example.org", "cadence": {"transport": "instant", """
+        """"climate": "weekly"}}'\n"""
         f"or open {settings.base_url}/subscribe"
     )
+
+
+@sources_cli.command("add")
+def sources_add(
+    url: Annotated[str, typer.Argument(help="A feed, or a tag page that links to its feed.")],
+    tag: Annotated[list[str], typer.Option("--tag", help="Tag slug its posts get (repeat).")],
+    categories_as_tags: Annotated[
+        bool, typer.Option(help="Also tag posts with the feed's own categories.")
+    ] = False,
+    interval: Annotated[int, typer.Option(help="Seconds between polls, before adapting.")] = 900,
+) -> None:
+    """Add a feed (RSS, Atom, JSON Feed); an HTML page's <link rel=alternate> is followed."""
+    from service.db import session_scope
+    from service.feeds import sources
+    from service.tasks import http_client
+
+    _upgrade_database()
+    try:
+        with session_scope() as session:
+            source = sources.add_source(
+                session,
+                http_client(),
+                url,
+                tag_slugs=tag,
+                categories_as_tags=categories_as_tags,
+                interval_seconds=interval,
+            )
+            typer.echo(f"source {source.id}: {source.url} (tags: {', '.join(tag)})")
+    except sources.SourceError as exc:
+        typer.echo(f"not added: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@sources_cli.command("list")
+def sources_list() -> None:
+    """Every source with its state: last result or error, next poll."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from service.db import session_scope
+    from service.models import Source
+
+    with session_scope() as session:
+        rows = session.scalars(
+            select(Source).options(selectinload(Source.tags)).order_by(Source.id)
+        )
+        for s in rows:
+            state = "enabled" if s.enabled else "disabled"
+            tags = ",".join(t.slug for t in s.tags) or "-"
+            when = s.next_poll_at.isoformat(timespec="seconds") if s.next_poll_at else "now"
+            last = s.last_error or s.last_result or "never polled"
+            typer.echo(f"{s.id:>4}  {state:8}  {tags:20}  next {when}  {last}  {s.url}")
+
+
+@cli.command()
+def poll(
+    source: Annotated[int | None, typer.Option(help="Poll only this source id.")] = None,
+) -> None:
+    """Poll now (every enabled source, or one) and print what each poll found."""
+    from sqlalchemy import select
+
+    from service.db import session_factory, session_scope
+    from service.feeds import poller
+    from service.models import Source
+    from service.tasks import http_client
+
+    _upgrade_database()
+    with session_scope() as session:
+        query = select(Source.id).where(Source.enabled.is_(True)).order_by(Source.id)
+        ids = [source] if source is not None else list(session.scalars(query))
+    failed = False
+    for source_id in ids:
+        outcome = poller.poll_source(session_factory(), http_client(), source_id)
+        failed |= outcome.result in ("error", "disabled")
+        typer.echo(f"{source_id:>4}  {outcome.describe():40}  {outcome.url}")
+    if not ids:
+        typer.echo("no sources yet: `newsletter sources add URL --tag SLUG`")
+    raise typer.Exit(1 if failed else 0)
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses it, e.g. 'cms' or 'anna'.")],
+    role: Annotated[str, typer.Option(help="operator (everything) or editor.")],
+) -> None:
+    """Create an admin token and print it once; only its hash is kept."""
+    from sqlalchemy.exc import IntegrityError
+
+    from service.auth import create_token
+    from service.db import session_scope
+    from service.models import Role
+
+    if role not in {r.value for r in Role}:
+        typer.echo("role must be operator or editor", err=True)
+        raise typer.Exit(2)
+    _upgrade_database()
+    try:
+        with session_scope() as session:
+            token = create_token(session, name, Role(role))
+    except IntegrityError as exc:
+        typer.echo(f"a token named {name!r} exists already", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(token)
+    typer.echo(f"({role} token {name!r}: shown once, store it now)", err=True)
 
 
 @db_cli.command("upgrade")

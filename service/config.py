@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         return self.var_dir / "outbox"
 
     @property
+    def user_agent(self) -> str:
+        """How the poller introduces itself to the sites it reads."""
+        return f"newsletter/0.1 (+{self.base_url})"
+
+    @property
     def display_name(self) -> str:
         return self.site_name or self.public_host
 

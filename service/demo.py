@@ -1,19 +1,24 @@
-"""`newsletter demo`: a fictional portal's tags and posts, so a fresh install has something to show.
+"""`newsletter demo`: a fictional portal's tag feeds, served by this service and polled by it.
 
-Everything here is invented: "The Harbour Courier" of the fictional city of Lindqvist. Seeding
-is idempotent (by tag slug and post URL), so running it twice adds nothing.
+Everything here is invented: "The Harbour Courier" of the fictional city of Lindqvist. The
+feeds are written under `VAR_DIR/demo/feeds`, served at `/demo/feeds/{tag}.xml` and registered
+as sources, so a fresh `newsletter up` shows real polling. Running it twice adds nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from xml.etree import ElementTree as ET
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Post, Tag
+from service.config import Settings
+from service.feeds.store import tags_for
+from service.models import Source, Tag
 
 SITE = "https://harbour-courier.example"
 
@@ -124,37 +129,53 @@ POSTS = (
 )
 
 
-def seed(session: Session, now: datetime | None = None) -> tuple[int, int]:
-    """Add the demo tags and posts that are missing; returns (tags added, posts added)."""
+def feed_dir(settings: Settings) -> Path:
+    return settings.var_dir / "demo" / "feeds"
+
+
+def write_feeds(settings: Settings, now: datetime | None = None) -> list[Path]:
+    """One RSS 2.0 feed per tag, as a WordPress-style portal serves them; posts overlap."""
     now = now or datetime.now(UTC)
-    tags = {t.slug: t for t in session.scalars(select(Tag).where(Tag.slug.in_(TAGS)))}
-    added_tags = 0
+    folder = feed_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
     for slug, name in TAGS.items():
-        if slug not in tags:
-            tags[slug] = Tag(slug=slug, name=name)
-            session.add(tags[slug])
-            added_tags += 1
-    urls = {f"{SITE}/{p.slug}/" for p in POSTS}
-    existing = set(session.scalars(select(Post.url).where(Post.url.in_(urls))))
-    added_posts = 0
-    for item in POSTS:
-        url = f"{SITE}/{item.slug}/"
-        if url in existing:
-            continue
-        summary = f"<p>{item.summary}</p>"
-        session.add(
-            Post(
-                url=url,
-                guid=url,
-                title=item.title,
-                summary_html=summary,
-                author="Courier staff",
-                published_at=now - timedelta(hours=item.hours_ago),
-                first_seen_at=now,
-                content_hash=hashlib.sha256(f"{item.title}\n{summary}".encode()).hexdigest(),
-                tags=[tags[t] for t in item.tags],
+        rss = ET.Element("rss", version="2.0")
+        channel = ET.SubElement(rss, "channel")
+        for key, text in (
+            ("title", f"The Harbour Courier: {name}"),
+            ("link", f"{SITE}/tag/{slug}/"),
+            ("description", f"Posts tagged {name}"),
+            ("ttl", "5"),
+        ):
+            ET.SubElement(channel, key).text = text
+        for post in (p for p in POSTS if slug in p.tags):
+            item = ET.SubElement(channel, "item")
+            url = f"{SITE}/{post.slug}/"
+            ET.SubElement(item, "title").text = post.title
+            ET.SubElement(item, "link").text = url
+            ET.SubElement(item, "guid", isPermaLink="true").text = url
+            ET.SubElement(item, "description").text = f"<p>{post.summary}</p>"
+            ET.SubElement(item, "pubDate").text = format_datetime(
+                now - timedelta(hours=post.hours_ago), usegmt=True
             )
-        )
-        added_posts += 1
+            for tag in post.tags:
+                ET.SubElement(item, "category").text = TAGS[tag]
+        path = folder / f"{slug}.xml"
+        path.write_bytes(ET.tostring(rss, encoding="utf-8", xml_declaration=True))
+        written.append(path)
+    return written
+
+
+def register_sources(session: Session, settings: Settings) -> int:
+    """A source per demo feed, served by this service at /demo/feeds/; returns how many were new."""
+    added = 0
+    for slug in TAGS:
+        url = f"{settings.base_url}/demo/feeds/{slug}.xml"
+        if session.scalar(select(Source.id).where(Source.url == url)) is None:
+            session.add(Source(url=url, tags=tags_for(session, [slug]), interval_seconds=300))
+            added += 1
+    for tag in session.scalars(select(Tag).where(Tag.slug.in_(TAGS))):
+        tag.name = TAGS[tag.slug]
     session.flush()
-    return added_tags, added_posts
+    return added

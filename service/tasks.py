@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from celery import Celery, Task
 from celery.signals import setup_logging, worker_process_shutdown
 from kombu.entity import Exchange, Queue
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
-from service.db import on_commit, session_scope
+from service.db import on_commit, session_factory, session_scope
+from service.feeds import poller
+from service.feeds.fetch import make_client
 from service.logs import configure_logging
 from service.mail import TemporaryError
 from service.mail.senders import Sender
@@ -96,6 +100,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A reader is waiting for their confirmation: ahead of bulk mail.
             "service.tasks.send_reader_mail": {"queue": "priority"},
             "service.tasks.process_subscription": {"queue": "priority"},
+            "service.tasks.poll_source": {"queue": "poll"},
         },
         "beat_schedule": {
             "tick": {
@@ -175,13 +180,22 @@ def _close_sender(**_: Any) -> None:
 def tick() -> int:
     """Beat's one task: finds what is due and does or enqueues it.
 
-    Today that is housekeeping of the embedded broker; polls, digests and the sweep of
-    stalled editions join here, each reading what is due from the database.
+    Today: the feeds due for a poll, and the embedded broker's housekeeping; digests and the
+    sweep of stalled editions join here, each reading what is due from the database.
     """
     pruned = prune_processed_messages(get_settings())
+    with session_scope() as session:
+        due = poller.due_sources(session, datetime.now(UTC))
+        for source_id in due:
+            # Spread over the first part of the minute so a thousand feeds don't start at once.
+            enqueue(session, poll_source, source_id, countdown=random.uniform(0, 20))
     log.info(
         "tick",
-        extra={"at": datetime.now(UTC).isoformat(timespec="seconds"), "pruned_messages": pruned},
+        extra={
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "pruned_messages": pruned,
+            "polls_enqueued": len(due),
+        },
     )
     return pruned
 
@@ -214,6 +228,24 @@ def process_subscription(body: dict[str, Any], source: str) -> None:
             )
         except accounts.ReaderError as exc:  # a tag deleted since the request was checked
             log.warning("subscribe request dropped", extra={"reason": exc.message})
+
+
+_http: httpx.Client | None = None
+
+
+def http_client() -> httpx.Client:
+    """This process's HTTP client, kept so connections to the same sites are reused."""
+    global _http
+    if _http is None:
+        _http = make_client(get_settings().user_agent)
+    return _http
+
+
+@app.task(name="service.tasks.poll_source")
+def poll_source(source_id: int) -> str:
+    """Poll one feed now (its lease keeps a second run from doing the same work)."""
+    outcome = poller.poll_source(session_factory(), http_client(), source_id)
+    return outcome.describe()
 
 
 class TaskIntake:

@@ -15,22 +15,34 @@ from service.models import Post, Source, SourceItem
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
-def item(n: int, *, guid: str | None = None, url: str | None = None, title: str | None = None,
-         categories: tuple[str, ...] = ()) -> Item:
+def item(
+    n: int,
+    *,
+    guid: str | None = None,
+    url: str | None = None,
+    title: str | None = None,
+    categories: tuple[str, ...] = (),
+) -> Item:
     title = title or f"Council story {n}"
     summary = f"<p>Summary {n}</p>"
     return Item(
         guid=guid or f"https://courier.example/{n}/",
         url=url or f"https://courier.example/{n}/",
-        title=title, summary_html=summary, author=None,
-        published_at=NOW - timedelta(hours=n), categories=categories,
+        title=title,
+        summary_html=summary,
+        author=None,
+        published_at=NOW - timedelta(hours=n),
+        categories=categories,
         content_hash=hashlib.sha256(f"{title}{summary}".encode()).hexdigest(),
     )
 
 
 def source(db: Session, slug: str, *, categories_as_tags: bool = False) -> Source:
-    src = Source(url=f"https://courier.example/tag/{slug}/feed/", tags=tags_for(db, [slug]),
-                 categories_as_tags=categories_as_tags)
+    src = Source(
+        url=f"https://courier.example/tag/{slug}/feed/",
+        tags=tags_for(db, [slug]),
+        categories_as_tags=categories_as_tags,
+    )
     db.add(src)
     db.flush()
     return src
@@ -69,8 +81,9 @@ def test_an_edited_post_is_updated_and_keeps_its_first_date(db: Session) -> None
 
 def test_duplicate_guids_in_one_feed_store_once(db: Session) -> None:
     feed = source(db, "ukraine")
-    result = store_items(db, [item(1), item(1, title="again")], source=feed, tags=feed.tags,
-                         now=NOW)
+    result = store_items(
+        db, [item(1), item(1, title="again")], source=feed, tags=feed.tags, now=NOW
+    )
     assert result.new == 1
     assert db.scalars(select(Post.title)).one() == "Council story 1"  # the first one wins
 
@@ -78,8 +91,9 @@ def test_duplicate_guids_in_one_feed_store_once(db: Session) -> None:
 def test_feed_categories_become_tags_when_the_source_asks(db: Session) -> None:
     plain, tagging = source(db, "ukraine"), source(db, "world", categories_as_tags=True)
     store_items(db, [item(1, categories=("Kyiv Region",))], source=plain, tags=plain.tags, now=NOW)
-    store_items(db, [item(2, categories=("Kyiv Region",))], source=tagging, tags=tagging.tags,
-                now=NOW)
+    store_items(
+        db, [item(2, categories=("Kyiv Region",))], source=tagging, tags=tagging.tags, now=NOW
+    )
     tags = {p.url: sorted(t.slug for t in p.tags) for p in db.scalars(select(Post))}
     assert tags["https://courier.example/1/"] == ["ukraine"]
     assert tags["https://courier.example/2/"] == ["kyiv-region", "world"]

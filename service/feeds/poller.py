@@ -1,0 +1,211 @@
+"""Poll one source: claim it, fetch, parse, store, and decide when to come back.
+
+A poll claims the source with a lease in one conditional UPDATE, so one poll is in flight per
+source across every worker and beat. The fetch runs outside any transaction. Whatever happens
+is recorded on the source (`last_result`, `last_error`, `consecutive_errors`, `next_poll_at`)
+for operators, and one broken feed never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import random
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from service.feeds.fetch import FetchFailed, FetchResult, fetch_feed
+from service.feeds.normalize import normalize_entry
+from service.feeds.parse import parse_feed
+from service.feeds.store import store_items
+from service.feeds.types import FeedError, ParsedFeed
+from service.models import Source
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)  # longer than any fetch (deadline 30 s) plus its parse and store
+MIN_INTERVAL = timedelta(minutes=5)
+MAX_INTERVAL = timedelta(hours=24)
+UNCONDITIONAL_EVERY = timedelta(hours=12)
+ENQUEUED_HOLD = timedelta(minutes=10)  # a queued poll's source is not due again meanwhile
+
+
+@dataclass
+class PollOutcome:
+    source_id: int
+    url: str
+    result: str  # new | updated | unchanged | not modified | error | busy | disabled
+    new: int = 0
+    updated: int = 0
+    error: str | None = None
+    new_post_ids: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.result == "error":
+            return f"error: {self.error}"
+        if self.result in ("new", "updated"):
+            return f"{self.new} new, {self.updated} updated"
+        return self.result
+
+
+def claim(session: Session, source_id: int, now: datetime) -> Source | None:
+    """Take the source's lease; None if it is disabled, gone, or being polled elsewhere."""
+    claimed = session.execute(
+        update(Source)
+        .where(
+            Source.id == source_id,
+            Source.enabled.is_(True),
+            or_(Source.lease_until.is_(None), Source.lease_until < now),
+        )
+        .values(lease_until=now + LEASE)
+    )
+    session.commit()
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    source = session.scalars(
+        select(Source).where(Source.id == source_id).options(selectinload(Source.tags))
+    ).one()
+    session.commit()  # no transaction (nor SQLite's write lock) held across the fetch
+    return source
+
+
+def poll_source(
+    sessions: Callable[[], Session],
+    client: httpx.Client,
+    source_id: int,
+    *,
+    now: datetime | None = None,
+    deadline: float = 30.0,
+) -> PollOutcome:
+    now = now or datetime.now(UTC)
+    with sessions() as session:
+        source = claim(session, source_id, now)
+        if source is None:
+            return PollOutcome(source_id, "", "busy")
+        conditional = not (
+            source.last_unconditional_at is None
+            or now - source.last_unconditional_at >= UNCONDITIONAL_EVERY
+        )
+        outcome = PollOutcome(source.id, source.url, "error")
+        try:
+            fetched = fetch_feed(
+                client,
+                source.url,
+                etag=source.etag,
+                last_modified=source.last_modified,
+                conditional=conditional,
+                deadline=deadline,
+            )
+            delay = _handle(session, source, fetched, outcome, now)
+            if not conditional:
+                source.last_unconditional_at = now
+            source.consecutive_errors, source.last_error = 0, None
+        except FetchFailed as exc:
+            delay = _failed(source, exc, exc.retry_after, outcome)
+            if exc.permanent:
+                source.enabled = False
+                outcome.result = "disabled"
+        except FeedError as exc:
+            delay = _failed(source, exc, None, outcome)
+        source.last_polled_at = now
+        source.first_polled_at = source.first_polled_at or now
+        source.next_poll_at = now + _jittered(delay)
+        source.last_result = outcome.describe()[:200]
+        source.lease_until = None
+        session.commit()
+    log.info("polled", extra={"source_id": outcome.source_id, "result": outcome.describe()})
+    return outcome
+
+
+def _handle(
+    session: Session, source: Source, fetched: FetchResult, outcome: PollOutcome, now: datetime
+) -> timedelta:
+    if fetched.moved_to and not session.scalar(
+        select(Source.id).where(Source.url == fetched.moved_to)
+    ):
+        source.url = fetched.moved_to  # 301/308: the feed lives there now
+    source.etag, source.last_modified = fetched.etag, fetched.last_modified
+    if fetched.status == 304 or fetched.body is None:
+        outcome.result = "not modified"
+        return _interval(source, None, fetched)
+    body_hash = hashlib.sha256(fetched.body).hexdigest()
+    if body_hash == source.body_hash:
+        outcome.result = "unchanged"  # same bytes: skip the parse
+        return _interval(source, None, fetched)
+    feed = parse_feed(fetched.body, content_type=fetched.content_type, url=fetched.url)
+    items = [
+        item
+        for entry in feed.entries
+        if (item := normalize_entry(entry, feed_url=fetched.url, site_url=feed.link, now=now))
+    ]
+    stored = store_items(session, items, source=source, tags=source.tags, now=now)
+    source.title = (feed.title or source.title or "")[:500] or None
+    source.body_hash = body_hash
+    outcome.new, outcome.updated = stored.new, stored.updated
+    outcome.new_post_ids = stored.new_post_ids
+    outcome.result = "new" if stored.new else "updated" if stored.updated else "unchanged"
+    return _interval(source, feed, fetched)
+
+
+def _failed(
+    source: Source, exc: Exception, retry_after: float | None, outcome: PollOutcome
+) -> timedelta:
+    source.consecutive_errors += 1
+    source.last_error = str(exc)[:2000]
+    outcome.error = source.last_error
+    # Exponential backoff from the source's interval, capped at a day; Retry-After wins.
+    backoff = timedelta(seconds=source.interval_seconds * 2 ** min(source.consecutive_errors, 10))
+    delay = min(backoff, MAX_INTERVAL)
+    if retry_after:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def _interval(source: Source, feed: ParsedFeed | None, fetched: FetchResult) -> timedelta:
+    """Follow the feed's posting rate, within bounds, and never sooner than it asks."""
+    interval = timedelta(seconds=source.interval_seconds)
+    if feed is not None:
+        dates = sorted((e.published for e in feed.entries if e.published), reverse=True)[:10]
+        gaps = [(a - b).total_seconds() for a, b in itertools.pairwise(dates)]
+        if gaps:
+            # A feed that posts every 20 minutes is worth a look every 5; one that posts daily,
+            # every few hours.
+            interval = timedelta(seconds=statistics.median(gaps) / 4)
+    asked = [fetched.max_age or 0, fetched.retry_after or 0]
+    if feed is not None and feed.ttl_minutes:
+        asked.append(feed.ttl_minutes * 60)
+    interval = max(interval, timedelta(seconds=max(asked)))
+    return min(max(interval, MIN_INTERVAL), MAX_INTERVAL)
+
+
+def _jittered(delay: timedelta) -> timedelta:
+    # Spread polls so sources added together do not stay in step forever.
+    return delay * random.uniform(0.9, 1.1)
+
+
+def due_sources(session: Session, now: datetime, limit: int = 1000) -> list[int]:
+    """Claim the due sources for enqueueing: each is held back until its poll runs."""
+    ids = list(
+        session.scalars(
+            select(Source.id)
+            .where(
+                Source.enabled.is_(True),
+                or_(Source.next_poll_at.is_(None), Source.next_poll_at <= now),
+                or_(Source.lease_until.is_(None), Source.lease_until < now),
+            )
+            .order_by(Source.next_poll_at.nulls_first())
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Source).where(Source.id.in_(ids)).values(next_poll_at=now + ENQUEUED_HOLD)
+        )
+    return ids
