@@ -53,6 +53,7 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     env = dict(os.environ)
     if "base_url" not in settings.model_fields_set:  # set neither in the environment nor .env
         env["NEWSLETTER_BASE_URL"] = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}"
+    _point_demo_sources(env["NEWSLETTER_BASE_URL"])
     env.setdefault("NEWSLETTER_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
     env["PYTHONUNBUFFERED"] = "1"  # children's logs appear as they happen
     me = [sys.executable, "-m", "service"]
@@ -81,6 +82,14 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     if not stop.is_set():
         _first_tick(f"http://{host}:{port}/healthz", stop)
     raise typer.Exit(_supervise(children, stop))
+
+
+def _point_demo_sources(base_url: str) -> None:
+    from service import demo as demo_content
+    from service.db import session_scope
+
+    with session_scope() as session:
+        demo_content.point_sources_at(session, base_url)
 
 
 def _first_tick(health_url: str, stop: threading.Event) -> None:

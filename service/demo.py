@@ -179,3 +179,16 @@ def register_sources(session: Session, settings: Settings) -> int:
         tag.name = TAGS[tag.slug]
     session.flush()
     return added
+
+
+def point_sources_at(session: Session, base_url: str) -> int:
+    """Re-point the demo's sources at ``base_url``: `up` may serve on another port than the
+    one `demo` was run for. Returns how many moved."""
+    moved = 0
+    for source in session.scalars(select(Source).where(Source.url.like("%/demo/feeds/%.xml"))):
+        url = f"{base_url}/demo/feeds/{source.url.rsplit('/', 1)[1]}"
+        if source.url != url:
+            source.url, source.next_poll_at, source.consecutive_errors = url, None, 0
+            moved += 1
+    session.flush()
+    return moved

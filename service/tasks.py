@@ -186,9 +186,10 @@ def tick() -> int:
     pruned = prune_processed_messages(get_settings())
     with session_scope() as session:
         due = poller.due_sources(session, datetime.now(UTC))
+        # Spread over up to 20 s, so a thousand feeds due together do not all start at once.
+        spread = min(20.0, 0.02 * len(due))
         for source_id in due:
-            # Spread over the first part of the minute so a thousand feeds don't start at once.
-            enqueue(session, poll_source, source_id, countdown=random.uniform(0, 20))
+            enqueue(session, poll_source, source_id, countdown=random.uniform(0, spread))
     log.info(
         "tick",
         extra={

@@ -29,3 +29,9 @@ def test_demo_registers_a_source_per_tag_once(db: Session, tmp_path: Path) -> No
     urls = set(db.scalars(select(Source.url)))
     assert "http://localhost:8123/demo/feeds/transport.xml" in urls
     assert db.scalars(select(Tag.name).where(Tag.slug == "city-hall")).one() == "City Hall"
+
+
+def test_up_points_the_demo_sources_at_its_own_address(db: Session, tmp_path: Path) -> None:
+    demo.register_sources(db, Settings(var_dir=tmp_path, base_url="http://localhost:8000"))
+    assert demo.point_sources_at(db, "http://localhost:8123") == len(demo.TAGS)
+    assert all(":8123/demo/feeds/" in url for url in db.scalars(select(Source.url)))

@@ -97,6 +97,16 @@ def test_a_reader_subscribes_confirms_and_unsubscribes_on_up(var_dir: Path, tmp_
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(f"{base}/healthz"), 15, "/healthz", log)
+
+        def polled() -> bool:  # the demo's feeds, served by the API, polled by the worker
+            tags = httpx.get(f"{base}/api/tags", timeout=5).json()
+            return bool(tags) and all(t["posts"] > 0 for t in tags)
+
+        wait_for(polled, 30, "the demo feeds to be polled", log)
+        atom = httpx.get(f"{base}/feeds/transport.atom", timeout=5)
+        assert atom.status_code == 200
+        assert b"Council approves the river district tram line" in atom.content
+
         with httpx.Client(base_url=base, timeout=10) as browser:
             accepted = browser.post(
                 "/api/subscriptions",
