@@ -48,7 +48,7 @@ def add_source(
     return source
 
 
-def resolve_feed_url(client: httpx.Client, url: str) -> str:
+def resolve_feed_url(client: httpx.Client, url: str, *, follow_page: bool = True) -> str:
     """``url`` if it serves a feed; the feed an HTML page names in <link rel=alternate>."""
     try:
         page = fetch_feed(client, url, conditional=False)
@@ -57,9 +57,9 @@ def resolve_feed_url(client: httpx.Client, url: str) -> str:
     body = page.body or b""
     if looks_like_html(body):
         found = discover_feeds(body, page.url)
-        if not found:
+        if not found or not follow_page:  # one hop only: a page naming a page is no feed
             raise SourceError(f"{url} is a web page that names no feed (<link rel=alternate>)")
-        return resolve_feed_url(client, found[0]) if found[0] != url else found[0]
+        return resolve_feed_url(client, found[0], follow_page=False)
     try:
         parse_feed(body, content_type=page.content_type, url=page.url)
     except FeedError as exc:
