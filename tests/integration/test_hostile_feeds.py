@@ -95,10 +95,10 @@ def test_hostile_feeds_are_recorded_each_on_its_source(
     assert 3 <= outcomes["/truncated"].new < 10  # the complete items before the cut
     with sessions() as session:
         for path, source_id in ids.items():
-            source = session.get(Source, source_id)
-            assert source is not None
-            assert source.lease_until is None  # released whatever happened
-            assert (source.last_error is not None) == (path not in ok), path
+            polled = session.get(Source, source_id)
+            assert polled is not None
+            assert polled.lease_until is None  # released whatever happened
+            assert (polled.last_error is not None) == (path not in ok), path
         summaries = " ".join(session.scalars(select(Post.summary_html)))
         assert "<script" not in summaries
         assert "javascript:" not in summaries
