@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.readers import accounts
@@ -33,4 +34,14 @@ def app_with_sync_intake(settings: Settings, engine: Engine | None = None) -> Fa
     """The real app, with subscribe requests handled in the test instead of by a worker."""
     app = create_app(settings, engine)
     app.state.intake = SyncIntake(app)
+    return app
+
+
+def app_in_transaction(settings: Settings, db: Session) -> FastAPI:
+    """The app with every request's session inside the test's transaction (rolled back after)."""
+    app = app_with_sync_intake(settings)
+    connection = db.get_bind()
+    app.state.sessions = lambda: Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
     return app

@@ -20,6 +20,11 @@ from service.web.deps import SessionDep, SettingsDep
 router = APIRouter(tags=["feeds"])
 
 LIMIT = 50
+FEED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/atom+xml": {}, "application/feed+json": {}}},
+    304: {"description": "Not modified since the ETag sent"},
+    404: {"description": "No such tag"},
+}
 ATOM = "http://www.w3.org/2005/Atom"
 
 
@@ -59,41 +64,31 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in [t.strip() for t in sent.split(",")] or sent.strip() == "*"
 
 
-@router.get(
-    "/feeds/{slug}.atom",
-    response_class=Response,
-    responses={200: {"content": {"application/atom+xml": {}}}, 304: {}, 404: {}},
-)
+@router.get("/feeds/{slug}.atom", response_class=Response, responses=FEED_RESPONSES)
 def atom(slug: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """The tag's latest posts as Atom 1.0."""
-    tag, posts = _tag_and_posts(session, slug)
-    etag = _etag("atom", tag, posts)
-    if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    body = ET.tostring(_atom(tag, posts, settings), encoding="utf-8", xml_declaration=True)
-    return Response(
-        body,
-        media_type="application/atom+xml; charset=utf-8",
-        headers={"ETag": etag, "Cache-Control": "public, max-age=300"},
-    )
+    return _serve(request, session, settings, slug, "atom")
 
 
-@router.get(
-    "/feeds/{slug}.json",
-    response_class=Response,
-    responses={200: {"content": {"application/feed+json": {}}}, 304: {}, 404: {}},
-)
+@router.get("/feeds/{slug}.json", response_class=Response, responses=FEED_RESPONSES)
 def json_feed(slug: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """The tag's latest posts as JSON Feed 1.1."""
+    return _serve(request, session, settings, slug, "json")
+
+
+def _serve(
+    request: Request, session: Session, settings: Settings, slug: str, kind: str
+) -> Response:
     tag, posts = _tag_and_posts(session, slug)
-    etag = _etag("json", tag, posts)
+    etag = _etag(kind, tag, posts)
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
     if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return JSONResponse(
-        jsonable_encoder(_json_feed(tag, posts, settings)),
-        media_type="application/feed+json",
-        headers={"ETag": etag, "Cache-Control": "public, max-age=300"},
-    )
+        return Response(status_code=304, headers=headers)
+    if kind == "atom":
+        body = ET.tostring(_atom(tag, posts, settings), encoding="utf-8", xml_declaration=True)
+        return Response(body, media_type="application/atom+xml; charset=utf-8", headers=headers)
+    feed = jsonable_encoder(_json_feed(tag, posts, settings))
+    return JSONResponse(feed, media_type="application/feed+json", headers=headers)
 
 
 def _atom(tag: Tag, posts: list[Post], settings: Settings) -> ET.Element:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.feeds.store import store_items, tags_for
 from service.feeds.types import Item
-from tests.fakes import app_with_sync_intake
+from tests.fakes import app_in_transaction
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -39,9 +39,7 @@ def client(db: Session, tmp_path: Path) -> TestClient:
         db, [_item(n) for n in range(1, 4)], source=None, tags=tags_for(db, ["transport"]), now=NOW
     )
     db.commit()
-    app = app_with_sync_intake(Settings(var_dir=tmp_path, base_url="https://news.example.org"))
-    connection = db.get_bind()
-    app.state.sessions = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")
+    app = app_in_transaction(Settings(var_dir=tmp_path, base_url="https://news.example.org"), db)
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -13,16 +13,14 @@ from sqlalchemy.orm import Session
 from service.auth import create_token
 from service.config import Settings
 from service.models import Post, Role
-from tests.fakes import app_with_sync_intake
+from tests.fakes import app_in_transaction
 
 
 @pytest.fixture
 def site(db: Session, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
     tokens = {role.value: create_token(db, f"{role.value}-1", role) for role in Role}
     db.commit()
-    app = app_with_sync_intake(Settings(var_dir=tmp_path))
-    connection = db.get_bind()
-    app.state.sessions = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")
+    app = app_in_transaction(Settings(var_dir=tmp_path), db)
     return TestClient(app, raise_server_exceptions=False), tokens
 
 

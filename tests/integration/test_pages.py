@@ -21,7 +21,7 @@ import itsdangerous.timed
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
@@ -29,7 +29,7 @@ from service.models import Cadence, Post, Subscriber, SubscriberStatus, Subscrip
 from service.readers import accounts
 from service.readers.tokens import ALL_LISTS, Purpose, TokenData, Tokens
 from service.web import csrf
-from tests.fakes import app_with_sync_intake
+from tests.fakes import app_in_transaction
 
 TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', "RuntimeError")
 
@@ -93,12 +93,7 @@ def add_tag(db: Session, name: str, posts: int) -> Tag:
 
 @pytest.fixture
 def site(settings: Settings, engine: Engine, db: Session) -> Iterator[Site]:
-    app = app_with_sync_intake(settings, engine)
-    connection = db.get_bind()
-    assert isinstance(connection, Connection)
-    app.state.sessions = lambda: Session(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
+    app = app_in_transaction(settings, db)
     notifier = RecordingNotifier()
     app.state.notifier = notifier
     world, economy = add_tag(db, "World", posts=2), add_tag(db, "Economy", posts=1)
@@ -210,11 +205,9 @@ def test_subscribe_form_lists_tags_with_counts_zones_and_hours(site: Site, path:
 def test_csrf_cookie_is_secure_when_the_site_is_https(
     settings: Settings, engine: Engine, db: Session
 ) -> None:
-    app = app_with_sync_intake(
-        settings.model_copy(update={"base_url": "https://news.example.org"}), engine
+    app = app_in_transaction(
+        settings.model_copy(update={"base_url": "https://news.example.org"}), db
     )
-    connection = db.get_bind()
-    app.state.sessions = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")
     page = page_client(app).get("/subscribe")
     assert page.status_code == 200
     assert "Secure" in page.headers["set-cookie"]
@@ -301,11 +294,9 @@ def test_bad_input_shows_the_form_again_naming_the_field(
 def test_a_blocked_domain_is_refused_on_the_email_field(
     settings: Settings, engine: Engine, db: Session
 ) -> None:
-    app = app_with_sync_intake(
-        settings.model_copy(update={"blocked_email_domains": "spam.example"}), engine
+    app = app_in_transaction(
+        settings.model_copy(update={"blocked_email_domains": "spam.example"}), db
     )
-    connection = db.get_bind()
-    app.state.sessions = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")
     tag = add_tag(db, "Sports", posts=0)
     db.commit()
     client = page_client(app)
@@ -357,11 +348,9 @@ def test_every_page_form_needs_the_csrf_token(site: Site, db: Session) -> None:
 def test_the_subscribe_form_has_the_api_rate_limits(
     settings: Settings, engine: Engine, db: Session
 ) -> None:
-    app = app_with_sync_intake(
-        settings.model_copy(update={"rate_limit_subscribe_per_ip": "1/minute"}), engine
+    app = app_in_transaction(
+        settings.model_copy(update={"rate_limit_subscribe_per_ip": "1/minute"}), db
     )
-    connection = db.get_bind()
-    app.state.sessions = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")
     app.state.notifier = RecordingNotifier()
     tag = add_tag(db, "Sports", posts=0)
     db.commit()
