@@ -168,7 +168,13 @@ def _result(
     retry_after = _retry_after(response.headers.get("retry-after"))
     if status not in OK_STATUSES and status != 304:
         _raise_for_status(response, retry_after)
-    body = None if status == 304 else _read_body(response, max_bytes, ends)
+    if status == 304:
+        # Read the (empty) answer to its end, so the connection goes back to the pool: an
+        # unread response is closed, and every 304 would cost a new TCP and TLS handshake.
+        _read_body(response, max_bytes, ends)
+        body = None
+    else:
+        body = _read_body(response, max_bytes, ends)
     final = str(response.url)
     permanent = bool(response.history) and all(
         r.status_code in PERMANENT_REDIRECTS for r in response.history

@@ -417,3 +417,12 @@ def test_connection_refused(client: httpx.Client) -> None:
 def test_tls_failure(server: FeedServer, client: httpx.Client) -> None:
     # TLS to a plain-HTTP port: the handshake fails.
     assert failure(client, server.url("/feed", scheme="https")).reason == "tls"
+
+
+def test_a_304_keeps_the_connection_for_the_next_poll() -> None:
+    with FeedServer() as server, make_client("newsletter-tests/1.0") as client:
+        server.routes["/feed"] = answer(304, b"", {"ETag": '"1"'})
+        for _ in range(3):
+            assert fetch_feed(client, server.url("/feed"), etag='"1"').status == 304
+        ports = {seen.client_port for seen in server.requests}
+        assert len(ports) == 1  # one keep-alive connection served all three polls
