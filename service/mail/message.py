@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
-from email.message import EmailMessage
+from email import policy, quoprimime
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING
@@ -75,7 +75,54 @@ class OutgoingMessage:
     envelope_from: str
     recipient: str
     message_id: str
-    data: bytes
+    data: bytes  # the whole message as sent over SMTP (DKIM-signed when a key is set)
+    parts: MessageParts | None = None  # the same message in pieces, for JSON mail APIs
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """A message as HTTP mail APIs take it (JSON fields, not MIME).
+
+    `template` is shared by every reader personalized from one prepared body, and `values` are
+    this reader's slot values: an API that personalizes itself (Mailgun's recipient-variables)
+    sends one request per template; the others read `text` and `html`.
+    """
+
+    mail_from: str
+    to: str
+    subject: str
+    headers: tuple[tuple[str, str], ...]  # all but From, To, Subject, Date, Message-ID, MIME
+    template: PreparedMessage
+    values: Mapping[str, str]
+
+    @property
+    def text(self) -> str:
+        return _fill(self.template.rendered.text, self.values, html_part=False)
+
+    @property
+    def html(self) -> str:
+        return _fill(self.template.rendered.html, self.values, html_part=True)
+
+
+def slot(name: str) -> str:
+    """A placeholder a template prints where a per-reader value goes (`{{ unsubscribe_url }}`
+    rendered as ``%%nl:unsubscribe_url%%``). Nothing in it is changed by HTML escaping or CSS
+    inlining, so it survives rendering unchanged in both parts."""
+    if not _SLOT_NAME.match(name):
+        raise ValueError(f"slot names are [a-z_]+: {name!r}")
+    return f"%%nl:{name}%%"
+
+
+_SLOT_NAME = re.compile(r"^[a-z_]+$")
+_SLOT = re.compile(r"%%nl:([a-z_]+)%%")
+
+
+def _fill(template: str, values: Mapping[str, str], *, html_part: bool) -> str:
+    def value(m: re.Match[str]) -> str:
+        v = values[m.group(1)]
+        return html.escape(v) if html_part else v
+
+    return _SLOT.sub(value, template)
 
 
 def make_message_id(*parts: str | int, domain: str) -> str:
@@ -103,68 +150,252 @@ def build_message(
     extra_headers: Mapping[str, str] | None = None,
     signer: DkimSigner | None = None,
 ) -> OutgoingMessage:
+    """One message for one reader: `prepare` and `personalize` in one step."""
+    if list_info is None:
+        prepared = prepare(rendered, mail_from=mail_from, date=date, extra_headers=extra_headers)
+        return prepared.personalize(to=to, message_id=message_id, signer=signer)
+    prepared = prepare(
+        rendered,
+        mail_from=mail_from,
+        list_id=list_info.list_id,
+        feedback_id=list_info.feedback_id,
+        unsubscribe_mailto=list_info.unsubscribe_mailto,
+        date=date,
+        extra_headers=extra_headers,
+    )
+    return prepared.personalize(
+        to=to, message_id=message_id, unsubscribe_url=list_info.unsubscribe_url, signer=signer
+    )
+
+
+def prepare(
+    rendered: Rendered,
+    *,
+    mail_from: str,
+    list_id: str | None = None,
+    feedback_id: str | None = None,
+    unsubscribe_mailto: str | None = None,
+    date: datetime | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> PreparedMessage:
+    """Encode a rendered message once for many readers (render once per tag set).
+
+    The text and HTML parts may hold `slot` placeholders; `PreparedMessage.personalize` fills
+    them and adds the headers that differ per reader (To, Message-ID, List-Unsubscribe) by
+    joining bytes, so the cost per reader stays far below a full render and MIME build.
+    With `list_id` the message is bulk mail: it gets the RFC 8058 and feedback headers and must
+    show its unsubscribe link (the `unsubscribe_url` slot or the literal URL) in both parts.
+    """
+    bulk = list_id is not None
     headers: list[tuple[str, str]] = [
         ("From", mail_from),
-        ("To", to),
         ("Subject", rendered.subject),
         # "+0000" rather than "GMT": the email package rewrites it so anyway (RFC 5322 form).
         ("Date", format_datetime((date or datetime.now(UTC)).astimezone(UTC))),
-        ("Message-ID", message_id),
     ]
-    if list_info is not None:
-        targets = [f"<{list_info.unsubscribe_url}>"]
-        if list_info.unsubscribe_mailto:
-            targets.append(f"<mailto:{list_info.unsubscribe_mailto.removeprefix('mailto:')}>")
+    if bulk:
         headers += [
-            ("List-Unsubscribe", ", ".join(targets)),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("List-Id", list_info.list_id),
-            ("Feedback-ID", list_info.feedback_id),
+            ("List-Id", list_id or ""),
+            ("Feedback-ID", feedback_id or ""),
             ("Auto-Submitted", "auto-generated"),
             ("Precedence", "bulk"),
         ]
     headers += list((extra_headers or {}).items())
-    for name, value in headers:
-        # Check everything first: a newline in any value would let a reader's input add headers.
-        if any(c in name or c in value for c in "\r\n"):
-            raise HeaderInjection(f"CR or LF in header {name!r}")
+    _check_headers(headers)
+    if unsubscribe_mailto is not None:
+        _check_headers([("List-Unsubscribe", unsubscribe_mailto)])
+    envelope_from = parseaddr(mail_from)[1]
+    if "@" not in envelope_from:
+        raise ValueError(f"need a full address: from {mail_from!r}")
+    return PreparedMessage(
+        rendered=rendered,
+        envelope_from=envelope_from,
+        mail_from=mail_from,
+        headers=tuple(headers),
+        bulk=bulk,
+        unsubscribe_mailto=unsubscribe_mailto,
+    )
 
-    if list_info is not None:
+
+class PreparedMessage:
+    """A rendered message with its MIME encoding done; see `prepare`."""
+
+    def __init__(
+        self,
+        *,
+        rendered: Rendered,
+        envelope_from: str,
+        mail_from: str,
+        headers: tuple[tuple[str, str], ...],
+        bulk: bool,
+        unsubscribe_mailto: str | None,
+    ) -> None:
+        self.rendered = rendered
+        self.envelope_from = envelope_from
+        self.mail_from = mail_from
+        self.bulk = bulk
+        self.unsubscribe_mailto = unsubscribe_mailto
+        self.slots = frozenset(_SLOT.findall(rendered.text)) | frozenset(
+            _SLOT.findall(rendered.html)
+        )
+        self._headers = headers
+        # "=_" never occurs in quoted-printable text ("=" is always "=3D" or an escape), so
+        # the boundary cannot collide with the body.
+        boundary = f"=_nl_{secrets.token_hex(12)}"
+        self._head = (
+            _encode_headers(headers)
+            + (
+                f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"'
+                "\r\n\r\n"
+            ).encode()
+        )
+        part_head = '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+        part_head += "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        self._text = _qp_segments(rendered.text, html_part=False)
+        self._html = _qp_segments(rendered.html, html_part=True)
+        self._text_head = part_head.format(b=boundary, kind="plain").encode()
+        self._html_head = ("\r\n" + part_head.format(b=boundary, kind="html")).encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers shared by every reader, without From and Subject (see `MessageParts`)."""
+        return tuple(h for h in self._headers if h[0] not in ("From", "Subject", "Date"))
+
+    def personalize(
+        self,
+        *,
+        to: str,
+        message_id: str,
+        unsubscribe_url: str | None = None,
+        values: Mapping[str, str] | None = None,
+        signer: DkimSigner | None = None,
+    ) -> OutgoingMessage:
+        values = dict(values or {})
+        if unsubscribe_url is not None:
+            values.setdefault("unsubscribe_url", unsubscribe_url)
+        missing = self.slots - values.keys()
+        if missing:
+            raise ValueError(f"no value for slot(s) {sorted(missing)}")
+        own: list[tuple[str, str]] = [("To", to), ("Message-ID", message_id)]
+        if self.bulk:
+            if unsubscribe_url is None:
+                raise ValueError("bulk mail needs an unsubscribe URL")
+            targets = [f"<{unsubscribe_url}>"]
+            if self.unsubscribe_mailto:
+                targets.append(f"<mailto:{self.unsubscribe_mailto.removeprefix('mailto:')}>")
+            own.append(("List-Unsubscribe", ", ".join(targets)))
+        _check_headers(own)
+        if unsubscribe_url is not None and self.bulk:
+            self._check_unsubscribe_shown(unsubscribe_url)
+        for value in values.values():
+            if "\r" in value or "\n" in value:
+                raise HeaderInjection("CR or LF in a personalized value")
+        recipient = parseaddr(to)[1]
+        if "@" not in recipient:
+            raise ValueError(f"need a full address: to {to!r}")
+        data = b"".join(
+            [
+                _encode_headers(own),
+                self._head,
+                self._text_head,
+                _fill_qp(self._text, values, html_part=False),
+                self._html_head,
+                _fill_qp(self._html, values, html_part=True),
+                self._tail,
+            ]
+        )
+        if signer is not None:
+            data = signer.sign(data)
+        parts = MessageParts(
+            mail_from=self.mail_from,
+            to=to,
+            subject=self.rendered.subject,
+            headers=tuple(h for h in own if h[0] == "List-Unsubscribe") + self.headers,
+            template=self,
+            values=values,
+        )
+        return OutgoingMessage(
+            envelope_from=self.envelope_from,
+            recipient=recipient,
+            message_id=message_id,
+            data=data,
+            parts=parts,
+        )
+
+    def _check_unsubscribe_shown(self, url: str) -> None:
         # Bulk mail shows a visible way out in both parts, not only the List-Unsubscribe header
         # that some clients never display. The HTML part may carry the URL escaped (&amp;).
-        url = list_info.unsubscribe_url
-        missing = [
-            part
-            for part, present in (
-                ("text", url in rendered.text),
-                ("HTML", url in html.unescape(rendered.html)),
-            )
-            if not present
-        ]
+        if "unsubscribe_url" in self.slots:
+            shown = {
+                "text": slot("unsubscribe_url") in self.rendered.text,
+                "HTML": slot("unsubscribe_url") in self.rendered.html,
+            }
+        else:
+            shown = {
+                "text": url in self.rendered.text,
+                "HTML": url in html.unescape(self.rendered.html),
+            }
+        missing = [part for part, present in shown.items() if not present]
         if missing:
             raise ValueError(
                 f"bulk mail must show its unsubscribe link {url!r} in the body: "
                 f"missing from the {' and '.join(missing)} part"
             )
 
-    envelope_from = parseaddr(mail_from)[1]
-    recipient = parseaddr(to)[1]
-    if "@" not in envelope_from or "@" not in recipient:
-        raise ValueError(f"need full addresses: from {mail_from!r}, to {to!r}")
 
-    msg = EmailMessage(policy=policy.SMTP)  # CRLF line endings, as on the wire
+def _check_headers(headers: list[tuple[str, str]]) -> None:
     for name, value in headers:
-        msg[name] = value
-    msg["MIME-Version"] = "1.0"
-    # quoted-printable keeps the body 7-bit clean, so no server needs 8BITMIME.
-    msg.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    data = msg.as_bytes()
-    if signer is not None:
-        data = signer.sign(data)
-    return OutgoingMessage(
-        envelope_from=envelope_from, recipient=recipient, message_id=message_id, data=data
-    )
+        # Check everything first: a newline in any value would let a reader's input add headers.
+        if any(c in name or c in value for c in "\r\n"):
+            raise HeaderInjection(f"CR or LF in header {name!r}")
+
+
+def _encode_headers(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
+    out: list[bytes] = []
+    for name, value in headers:
+        line = f"{name}: {value}"
+        if line.isascii() and len(line) <= 78:
+            out.append(line.encode() + b"\r\n")  # the common case, without the email package
+        else:
+            # RFC 2047 words for non-ASCII, folding for long lines: the email package knows how.
+            out.append(policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode())
+    return b"".join(out)
+
+
+# A body is kept as quoted-printable bytes cut at its slots: [bytes, slot, bytes, slot, bytes].
+# Each cut ends its line with a soft break, so a reader's value (encoded on its own) starts on
+# a fresh line and every line stays within the 76 characters quoted-printable allows.
+_Segments = tuple[tuple[bytes, ...], tuple[str, ...]]
+
+
+def _qp_segments(text: str, *, html_part: bool) -> _Segments:
+    text = text.replace("\r\n", "\n")
+    pieces = _SLOT.split(text if text.endswith("\n") else text + "\n")
+    literals = tuple(_qp(p, soft_end=i < len(pieces) - 1) for i, p in enumerate(pieces[0::2]))
+    return literals, tuple(pieces[1::2])
+
+
+def _qp(text: str, *, soft_end: bool) -> bytes:
+    # body_encode works on one character per byte, as the email package feeds it: UTF-8 bytes
+    # seen as Latin-1.
+    raw = text.encode("utf-8").decode("latin-1")
+    encoded = quoprimime.body_encode(raw, maxlinelen=76, eol="\r\n") if text else ""
+    if soft_end and encoded:
+        encoded += "=\r\n"
+    return encoded.encode("ascii")
+
+
+def _fill_qp(segments: _Segments, values: Mapping[str, str], *, html_part: bool) -> bytes:
+    literals, names = segments
+    out = [literals[0]]
+    for i, (name, literal) in enumerate(zip(names, literals[1:], strict=True)):
+        value = html.escape(values[name]) if html_part else values[name]
+        last = i == len(names) - 1 and not literal
+        out.append(_qp(value, soft_end=not last))
+        out.append(literal)
+    return b"".join(out)
 
 
 class DkimSigner:

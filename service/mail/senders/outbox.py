@@ -7,16 +7,19 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from service.mail.message import OutgoingMessage
+from service.mail.senders import SendResult, send_each
 
 __all__ = ["OutboxSender"]
 
 
 class OutboxSender:
     name = "outbox"
+    batch_size = 1
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -49,6 +52,9 @@ class OutboxSender:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return name
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return send_each(self, messages)
 
     def close(self) -> None:
         pass

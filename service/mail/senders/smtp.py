@@ -18,6 +18,7 @@ import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,6 +32,7 @@ from service.mail.errors import (
     TemporaryError,
 )
 from service.mail.message import OutgoingMessage
+from service.mail.senders import SendResult, send_each
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -69,6 +71,7 @@ class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):
 
 class SmtpSender:
     name = "smtp"
+    batch_size = 1
 
     def __init__(
         self,
@@ -118,6 +121,9 @@ class SmtpSender:
             with self._lock:
                 self._idle.append(conn)
             return reply
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return send_each(self, messages)
 
     def close(self) -> None:
         """Quit the idle connections. Sending afterwards opens fresh ones."""
