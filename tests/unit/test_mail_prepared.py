@@ -88,7 +88,7 @@ def test_readers_differ_only_in_their_own_parts() -> None:
 
 def test_wire_format_stays_within_quoted_printable_line_limits() -> None:
     data = personalize_for(3)
-    head, _, body = data.partition(b"\r\n\r\n")
+    _head, _, body = data.partition(b"\r\n\r\n")
     assert b"\n" not in body.replace(b"\r\n", b"")  # CRLF only
     assert all(len(line) <= 76 for line in body.split(b"\r\n")), "QP lines over 76 characters"
     assert all(b < 128 for b in data), "the message must be 7-bit clean"
