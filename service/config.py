@@ -9,6 +9,7 @@ no code changes. The README's configuration table is generated from the descript
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from functools import lru_cache
@@ -98,6 +99,11 @@ class Settings(BaseSettings):
         description="Subscribe requests for one email address, from anywhere; bounds the mail "
         "anyone can make us send to a stranger.",
     )
+    rate_limit: float | None = Field(
+        None,
+        description="Messages a second each mail backend may send. Shared by every worker "
+        "through Redis when Redis is the broker, else per process. Empty or `0`: no limit.",
+    )
     log_level: str = Field("INFO", description="Python log level name.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line; `text`: for a terminal."
@@ -107,6 +113,21 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `NEWSLETTER_RATE_LIMIT=` (set but empty) means no limit, like leaving it out.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _positive_rate(cls, value: float | None) -> float | None:
+        if value is None or value == 0:
+            return None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError("must be a positive number of messages a second (or 0 for none)")
+        return value
 
     @property
     def resolved_database_url(self) -> str:
