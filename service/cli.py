@@ -28,7 +28,11 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 sources_cli = typer.Typer(help="The feeds the service polls.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 mail_cli = typer.Typer(help="Mail checks.", no_args_is_help=True)
+schedules_cli = typer.Typer(help="Digest programmes (daily, weekly).", no_args_is_help=True)
+digest_cli = typer.Typer(help="Plan and send digests.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+cli.add_typer(digest_cli, name="digest")
+cli.add_typer(schedules_cli, name="schedules")
 cli.add_typer(mail_cli, name="mail")
 cli.add_typer(sources_cli, name="sources")
 cli.add_typer(tokens_cli, name="tokens")
@@ -319,6 +323,118 @@ def poll(
     if not ids:
         typer.echo("no sources yet: `newsletter sources add URL --tag SLUG`")
     raise typer.Exit(1 if failed else 0)
+
+
+@schedules_cli.command("add")
+def schedules_add(
+    name: Annotated[str, typer.Argument(help="A short name, e.g. 'morning'.")],
+    cadence: Annotated[str, typer.Option(help="daily or weekly.")] = "daily",
+    at: Annotated[str, typer.Option(help="Default local send time, HH:MM.")] = "07:00",
+    weekday: Annotated[str | None, typer.Option(help="Weekly only: mon … sun.")] = None,
+    template: Annotated[str, typer.Option(help="Email template folder.")] = "digest",
+) -> None:
+    """Add a digest schedule; each reader gets it at their own hour in their own zone."""
+    from service.db import session_scope
+    from service.digests import schedules
+    from service.models import Cadence
+
+    _upgrade_database()
+    try:
+        if cadence not in ("daily", "weekly"):
+            raise schedules.ScheduleError("cadence must be daily or weekly")
+        with session_scope() as session:
+            schedule = schedules.add_schedule(
+                session,
+                name,
+                Cadence(cadence),
+                at=schedules.parse_time(at),
+                weekday=schedules.parse_weekday(weekday),
+                template=template,
+            )
+            typer.echo(f"schedule {schedule.id}: {_describe_schedule(schedule)}")
+    except schedules.ScheduleError as exc:
+        typer.echo(f"not added: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@schedules_cli.command("set")
+def schedules_set(
+    name: Annotated[str, typer.Argument(help="The schedule's name.")],
+    at: Annotated[str | None, typer.Option(help="Default local send time, HH:MM.")] = None,
+    weekday: Annotated[str | None, typer.Option(help="Weekly only: mon … sun.")] = None,
+    template: Annotated[str | None, typer.Option(help="Email template folder.")] = None,
+    enabled: Annotated[bool | None, typer.Option("--enable/--disable")] = None,
+) -> None:
+    """Change a schedule; the next tick uses the new values (no restart)."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.digests import schedules
+    from service.models import Schedule
+
+    try:
+        with session_scope() as session:
+            schedule = session.scalar(select(Schedule).where(Schedule.name == name))
+            if schedule is None:
+                raise schedules.ScheduleError(f"no schedule named {name!r}")
+            schedules.update_schedule(
+                session,
+                schedule,
+                at=schedules.parse_time(at) if at else None,
+                weekday=schedules.parse_weekday(weekday),
+                template=template,
+                enabled=enabled,
+            )
+            typer.echo(_describe_schedule(schedule))
+    except schedules.ScheduleError as exc:
+        typer.echo(f"not changed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@schedules_cli.command("list")
+def schedules_list() -> None:
+    """Every schedule."""
+    from service.db import session_scope
+    from service.digests import schedules
+
+    _upgrade_database()
+    with session_scope() as session:
+        rows = schedules.list_schedules(session)
+        for schedule in rows:
+            typer.echo(f"{schedule.id:>4}  {_describe_schedule(schedule)}")
+        if not rows:
+            typer.echo("no schedules yet: `newsletter schedules add daily --at 07:00`")
+
+
+def _describe_schedule(schedule: object) -> str:
+    from service.digests.schedules import WEEKDAYS
+    from service.models import Schedule
+
+    assert isinstance(schedule, Schedule)
+    day = f" on {WEEKDAYS[schedule.weekday]}" if schedule.weekday is not None else ""
+    state = "" if schedule.enabled else "  (disabled)"
+    return (
+        f"{schedule.name}: {schedule.cadence}{day} at {schedule.send_time:%H:%M} local, "
+        f"template {schedule.template}{state}"
+    )
+
+
+@digest_cli.command("run")
+def digest_run(
+    schedule: Annotated[str | None, typer.Option(help="Only this schedule.")] = None,
+    now: Annotated[bool, typer.Option("--now", help="As if every reader's hour had come.")] = False,
+    enqueue: Annotated[
+        bool, typer.Option(help="Hand the batches to the workers instead of sending here.")
+    ] = False,
+) -> None:
+    """Plan and send what is due; run twice in one period, the second sends nothing."""
+    from service.digests.runner import run_digests
+
+    _upgrade_database()
+    lines, ok = run_digests(schedule_name=schedule, force=now, in_process=not enqueue)
+    for line in lines:
+        typer.echo(line)
+    raise typer.Exit(0 if ok else 1)
 
 
 @tokens_cli.command("create")

@@ -298,6 +298,14 @@ class Edition(Base):
     unknown: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # An instant edition's posts (a digest's depend on each reader's tags and last digest).
+    post_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    # Touched by every send batch: the tick's sweep re-enqueues an edition that has queued
+    # deliveries and no heartbeat for a few minutes (its task was lost with a killed worker).
+    heartbeat_at: Mapped[datetime | None]
+    # Failed send attempts in a row on this edition; at the limit the edition pauses.
+    backend_failures: Mapped[int] = mapped_column(Integer, default=0)
+    paused_reason: Mapped[str | None] = mapped_column(Text)  # set: paused, nothing is sent
 
 
 class Delivery(Base):
@@ -322,7 +330,9 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(300))
     provider_id: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
-    claimed_at: Mapped[datetime | None]  # start of the lease while `sending`
+    # Start of the lease while `sending`; afterwards the cut-off of what this mail carried,
+    # so the reader's next digest starts there.
+    claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -14,6 +14,7 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
 from service.db import on_commit, session_factory, session_scope
+from service.digests import planning, sending, sweep
 from service.feeds import poller
 from service.feeds.fetch import make_client
 from service.logs import configure_logging
 from service.mail import TemporaryError
 from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
+from service.mail.throttle import Throttle, throttle_from_settings
 from service.readers import accounts
 from service.readers import mail as reader_mail
 from service.readers.mail import ReaderMail
@@ -101,6 +104,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "service.tasks.send_reader_mail": {"queue": "priority"},
             "service.tasks.process_subscription": {"queue": "priority"},
             "service.tasks.poll_source": {"queue": "poll"},
+            "service.tasks.send_deliveries": {"queue": "mail"},
         },
         "beat_schedule": {
             "tick": {
@@ -180,25 +184,69 @@ def _close_sender(**_: Any) -> None:
 def tick() -> int:
     """Beat's one task: finds what is due and does or enqueues it.
 
-    Today: the feeds due for a poll, and the embedded broker's housekeeping; digests and the
-    sweep of stalled editions join here, each reading what is due from the database.
+    Feeds due for a poll, digests due for readers whose hour has come, the sweep of what a
+    killed worker left (expired leases, lost send tasks), and the embedded broker's
+    housekeeping; each reads what is due from the database.
     """
     pruned = prune_processed_messages(get_settings())
+    now = datetime.now(UTC)
     with session_scope() as session:
-        due = poller.due_sources(session, datetime.now(UTC))
+        due = poller.due_sources(session, now)
         # Spread over up to 20 s, so a thousand feeds due together do not all start at once.
         spread = min(20.0, 0.02 * len(due))
         for source_id in due:
             enqueue(session, poll_source, source_id, countdown=random.uniform(0, spread))
+    with session_factory()() as session:
+        planned = planning.plan_digests(session, dispatch, now)
+        swept = sweep.sweep(session, dispatch, now)
     log.info(
         "tick",
         extra={
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "at": now.isoformat(timespec="seconds"),
             "pruned_messages": pruned,
             "polls_enqueued": len(due),
+            "deliveries_planned": sum(p.deliveries for p in planned),
+            "deliveries_unknown": swept.unknown,
+            "deliveries_requeued": swept.requeued,
         },
     )
     return pruned
+
+
+def dispatch(edition_id: int, delivery_ids: Sequence[int]) -> None:
+    """The planners' hand-off: one send task per batch (called after the rows committed)."""
+    send_deliveries.delay(edition_id, list(delivery_ids))
+
+
+_throttles: dict[str, Throttle | None] = {}
+
+
+def throttle(backend: str) -> Throttle | None:
+    if backend not in _throttles:
+        _throttles[backend] = throttle_from_settings(get_settings(), backend)
+    return _throttles[backend]
+
+
+@app.task(name="service.tasks.send_deliveries", bind=True)
+def send_deliveries(self: Task, edition_id: int, delivery_ids: list[int]) -> str:
+    """Send one batch of an edition's deliveries; what failed temporarily comes back later.
+
+    Retries are new tasks for just the rows that need them, not a rerun of the batch, after
+    the backoff `send_batch` computed (exponential, jittered, honouring Retry-After).
+    """
+    mail = sender()
+    report = sending.send_batch(
+        session_factory(),
+        mail,
+        get_settings(),
+        edition_id,
+        delivery_ids,
+        throttle=throttle(mail.name),
+    )
+    if report.retry_ids and not report.paused:
+        send_deliveries.apply_async((edition_id, report.retry_ids), countdown=report.retry_in)
+    log.info("send batch", extra={"edition_id": edition_id, "result": report.describe()})
+    return report.describe()
 
 
 @app.task(name="service.tasks.send_test_mail", **MAIL_RETRY)
@@ -246,6 +294,9 @@ def http_client() -> httpx.Client:
 def poll_source(source_id: int) -> str:
     """Poll one feed now (its lease keeps a second run from doing the same work)."""
     outcome = poller.poll_source(session_factory(), http_client(), source_id)
+    if outcome.new_post_ids:
+        with session_factory()() as session:
+            planning.plan_instant(session, outcome.new_post_ids, dispatch)
     return outcome.describe()
 
 

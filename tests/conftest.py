@@ -12,7 +12,7 @@ import os
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -186,3 +186,19 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("NEWSLETTER_VAR_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Iterator[Callable[[], Session]]:
+    """Sessions that commit for real (for code that runs its own transactions); every table is
+    emptied after the test."""
+    from sqlalchemy import delete
+
+    from service.db import session_factory
+    from service.models import Base
+
+    factory = session_factory(engine)
+    yield factory
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))

@@ -43,6 +43,38 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
         "confirm_url": "https://news.example.org/confirm/TOKEN",
         "tags": [{"name": "Ukraine", "cadence": "daily"}, {"name": "Economy", "cadence": "weekly"}],
     },
+    "digest": (
+        _items := {
+            "site_name": "Example News",
+            "base_url": "https://news.example.org",
+            "schedule_title": "daily digest",
+            "total": 2,
+            "headlines": [
+                {"title": "Dock <strike> ends", "url": "https://news.example.org/a"},
+                {"title": "Fog", "url": "https://news.example.org/b"},
+            ],
+            "groups": [
+                {
+                    "name": "Port",
+                    "posts": [
+                        {
+                            "title": "Dock <strike> ends",
+                            "url": "https://news.example.org/a",
+                            "excerpt": "Workers return on Monday.",
+                            "author": "A. Writer",
+                            "time": "Sun 29 Mar, 07:00 JST",
+                        }
+                    ],
+                }
+            ],
+            "tag_names": ["Port", "Weather"],
+            "more_count": 3,
+            "more_url": "https://news.example.org/archive/port",
+            "unsubscribe_url": "https://news.example.org/unsubscribe/T",
+            "preferences_url": "https://news.example.org/preferences/T",
+        }
+    ),
+    "instant": _items,
     "manage": {
         "site_name": "Example News",
         "base_url": "https://news.example.org",

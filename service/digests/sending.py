@@ -1,0 +1,467 @@
+"""Send a batch of deliveries: claim, send, record. The delivery ledger's invariants live here.
+
+1. Never twice: a row is claimed (`queued` → `sending`, one conditional UPDATE; on PostgreSQL
+   through `FOR UPDATE SKIP LOCKED`) in a committed transaction before its message goes out,
+   and its result is recorded right after. A worker killed in between leaves the row in
+   `sending`; the sweep turns it `unknown` after its lease and never resends it. Over SMTP
+   each row is claimed just before its own message (a kill strands at most one message per
+   connection); a batch API claims what one call carries.
+2. Never lost: temporary errors put the row back to `queued` and the caller enqueues it again
+   after a backoff; permanent ones end it `failed` (a refused address is also suppressed).
+3. Suppressed means silent: status and the suppression list are checked here, at send time.
+4. The post ledger is written with the claim (ledger rows name their delivery): a post a
+   concurrent mail took first is dropped from this one, so a post reaches a reader once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Table, bindparam, delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.digests.compose import Composer
+from service.digests.content import PostView, Reader, load_readers, posts_for, tag_names
+from service.mail import (
+    BackendRejected,
+    MailError,
+    OutgoingMessage,
+    RateLimited,
+    RecipientRejected,
+    Sender,
+    TemporaryError,
+    dkim_signer_from_settings,
+)
+from service.mail.throttle import Throttle
+from service.models import (
+    DeliveredPost,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Schedule,
+    SubscriberStatus,
+    Suppression,
+)
+from service.suppressions import email_hash, suppress
+
+__all__ = ["MAX_ATTEMPTS", "PAUSE_AFTER", "BatchReport", "send_batch"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8  # temporary failures before a delivery is given up as failed
+PAUSE_AFTER = 10  # failed attempts in a row on one edition before it pauses
+STOP_BATCH_AFTER = 3  # temporary failures in a row before a batch stops and backs off
+RETRY_BASE, RETRY_MAX = 5.0, 600.0  # seconds; far below the broker's visibility timeout
+
+_FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+
+
+@dataclass
+class BatchReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    retry_ids: list[int] = field(default_factory=list)
+    retry_in: float = 0.0
+    paused: str | None = None
+    renders: int = 0
+
+    def describe(self) -> str:
+        parts = [f"{k} {v}" for k, v in sorted(self.counts.items())]
+        if self.retry_ids:
+            parts.append(f"retry {len(self.retry_ids)} in {self.retry_in:.0f}s")
+        if self.paused:
+            parts.append(f"paused: {self.paused}")
+        return ", ".join(parts) or "nothing to send"
+
+
+@dataclass
+class _Job:
+    reader: Reader
+    posts: list[PostView]
+    own_ledger: set[int]  # posts whose ledger rows this delivery wrote on an earlier attempt
+
+
+def send_batch(
+    sessions: Callable[[], Session],
+    sender: Sender,
+    settings: Settings,
+    edition_id: int,
+    delivery_ids: Sequence[int],
+    *,
+    throttle: Throttle | None = None,
+    now: datetime | None = None,
+) -> BatchReport:
+    """Send the still-queued deliveries among ``delivery_ids``; safe to run twice."""
+    report = BatchReport()
+    until = now or datetime.now(UTC)
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None or edition.status == EditionStatus.CANCELLED:
+            return report
+        if edition.paused_reason:
+            report.paused = edition.paused_reason
+            return report
+        schedule = session.get(Schedule, edition.schedule_id) if edition.schedule_id else None
+        readers = load_readers(session, edition, schedule, delivery_ids, until)
+        if not readers:
+            _finish(session, edition, report, until)
+            return report
+        session.execute(
+            update(Edition)
+            .where(Edition.id == edition.id, Edition.status == EditionStatus.PLANNED)
+            .values(status=EditionStatus.SENDING)
+        )
+        jobs = _screen(session, readers, report, until)
+        picked = posts_for(session, edition, [j.reader for j in jobs], until, _own_ids(jobs))
+        own = _own_ledger(session, jobs)
+        for job in jobs:
+            job.posts = picked[job.reader.delivery_id]
+            job.own_ledger = own.get(job.reader.delivery_id, set())
+        empty = [j for j in jobs if not j.posts]
+        _close(session, [j.reader for j in empty], DeliveryStatus.SKIPPED, "nothing new", report)
+        jobs = [j for j in jobs if j.posts]
+        session.commit()
+
+        composer = Composer(
+            settings,
+            edition,
+            schedule,
+            tag_names(session, {t for j in jobs for t in j.reader.tag_ids}),
+            signer=dkim_signer_from_settings(settings),
+            now=until,
+        )
+        sending = _Sending(session, sender, composer, throttle, edition, report, until)
+        if sender.batch_size > 1:
+            sending.in_batches(jobs)
+        else:
+            sending.one_by_one(jobs)
+        report.renders = composer.renders
+        _finish(session, edition, report, until, sending)
+    return report
+
+
+def _own_ids(jobs: Sequence[_Job]) -> list[int]:
+    return [j.reader.delivery_id for j in jobs]
+
+
+def _screen(
+    session: Session, readers: list[Reader], report: BatchReport, now: datetime
+) -> list[_Job]:
+    """Drop readers who must not get mail now (checked at send time, not plan time)."""
+    hashes = {email_hash(r.email): r for r in readers}
+    listed = set(
+        session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
+    )
+    silent = [
+        r for r in readers if r.status != SubscriberStatus.ACTIVE or email_hash(r.email) in listed
+    ]
+    _close(session, silent, DeliveryStatus.SUPPRESSED, "not mailable at send time", report)
+    rest = [r for r in readers if r not in silent]
+    paused = [r for r in rest if r.paused or not r.tag_ids]
+    _close(session, paused, DeliveryStatus.SKIPPED, "paused or no longer following", report)
+    return [_Job(r, [], set()) for r in rest if r not in paused]
+
+
+def _own_ledger(session: Session, jobs: Sequence[_Job]) -> dict[int, set[int]]:
+    ids = _own_ids(jobs)
+    if not ids:
+        return {}
+    own: dict[int, set[int]] = {}
+    for delivery_id, post_id in session.execute(
+        select(DeliveredPost.delivery_id, DeliveredPost.post_id).where(
+            DeliveredPost.delivery_id.in_(ids)
+        )
+    ):
+        if delivery_id is not None:
+            own.setdefault(delivery_id, set()).add(post_id)
+    return own
+
+
+def _close(
+    session: Session,
+    readers: Sequence[Reader],
+    status: DeliveryStatus,
+    reason: str,
+    report: BatchReport,
+) -> None:
+    """End queued deliveries without sending (skipped, suppressed): one statement."""
+    if not readers:
+        return
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_([r.delivery_id for r in readers]),
+            Delivery.status == DeliveryStatus.QUEUED,
+        )
+        .values(status=status, error=reason, sent_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    report.counts[str(status)] += len(readers)
+
+
+class _Sending:
+    def __init__(
+        self,
+        session: Session,
+        sender: Sender,
+        composer: Composer,
+        throttle: Throttle | None,
+        edition: Edition,
+        report: BatchReport,
+        until: datetime,
+    ) -> None:
+        self.session = session
+        self.sender = sender
+        self.composer = composer
+        self.throttle = throttle
+        self.edition = edition
+        self.report = report
+        self.until = until
+        self.failures_in_row = edition.backend_failures
+        self.stop = False  # the batch ends early; what is left is retried later
+        self.pause: str | None = None  # the edition pauses: the backend is not working
+
+    # -- the two ways to send ------------------------------------------------------------
+
+    def one_by_one(self, jobs: Sequence[_Job]) -> None:
+        """SMTP: claim each row just before its message goes out; one commit per message
+        (the claim of the next row shares the transaction that records the previous one)."""
+        pending: tuple[_Job, OutgoingMessage, str | MailError] | None = None
+        streak = 0
+        for index, job in enumerate(jobs):
+            if pending is not None:
+                self._record([pending])
+            claimed = self._claim([job])
+            self.session.commit()
+            pending = None
+            if not claimed:
+                continue
+            message = self.composer.message(job.reader, job.posts)
+            result = self._send_one(message)
+            pending = (job, message, result)
+            streak = streak + 1 if isinstance(result, TemporaryError) else 0
+            if isinstance(result, BackendRejected) or streak >= STOP_BATCH_AFTER:
+                self._record([pending])
+                pending = None
+                self._requeue_rest(jobs[index + 1 :])
+                break
+            if self.pause:
+                break
+        if pending is not None:
+            self._record([pending])
+        self.session.commit()
+
+    def in_batches(self, jobs: Sequence[_Job]) -> None:
+        """A batch API: claim what one call carries, send it, record every result."""
+        size = self.sender.batch_size
+        for start in range(0, len(jobs), size):
+            chunk = self._claim(jobs[start : start + size])
+            self.session.commit()
+            if not chunk:
+                continue
+            messages = [self.composer.message(j.reader, j.posts) for j in chunk]
+            self._pace(len(messages))
+            try:
+                results = self.sender.send_many(messages)
+            except MailError as exc:  # the whole call failed: none of it was sent
+                results = [exc] * len(messages)
+            self._record(list(zip(chunk, messages, results, strict=True)))
+            self.session.commit()
+            if self.pause or all(isinstance(r, TemporaryError) for r in results):
+                self._requeue_rest(jobs[start + size :])
+                break
+
+    def _send_one(self, message: OutgoingMessage) -> str | MailError:
+        try:
+            self._pace(1)
+            return self.sender.send(message)
+        except MailError as exc:
+            return exc
+
+    def _pace(self, n: int) -> None:
+        if self.throttle is not None:
+            for _ in range(n):
+                self.throttle.acquire()
+
+    # -- the ledger ----------------------------------------------------------------------
+
+    def _claim(self, jobs: Sequence[_Job]) -> list[_Job]:
+        """Claim the rows (`queued` → `sending`) and write the post ledger; what was won."""
+        ids = [j.reader.delivery_id for j in jobs]
+        session, dialect = self.session, self.session.get_bind().dialect.name
+        candidates = select(Delivery.id).where(
+            Delivery.id.in_(ids), Delivery.status == DeliveryStatus.QUEUED
+        )
+        if dialect == "postgresql":
+            # Rows another worker holds are skipped, not waited for: it is sending them.
+            candidates = candidates.with_for_update(skip_locked=True)
+        won = set(
+            session.scalars(
+                update(Delivery)
+                .where(Delivery.id.in_(candidates.scalar_subquery()))
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    claimed_at=self.until,
+                    attempts=Delivery.attempts + 1,
+                    backend=self.sender.name,
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        claimed = [j for j in jobs if j.reader.delivery_id in won]
+        rows = [
+            {
+                "subscriber_id": j.reader.subscriber_id,
+                "post_id": p.id,
+                "delivery_id": j.reader.delivery_id,
+            }
+            for j in claimed
+            for p in j.posts
+            if p.id not in j.own_ledger
+        ]
+        if rows:
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = (
+                insert(DeliveredPost)
+                .on_conflict_do_nothing()
+                .returning(DeliveredPost.subscriber_id, DeliveredPost.post_id)
+            )
+            taken = {(s, p) for s, p in session.execute(stmt, rows)}
+            lost = [j for j in claimed if not self._keep_posts(j, taken)]
+            if lost:  # a concurrent mail took every post: nothing left to send
+                self._set(lost, DeliveryStatus.SKIPPED, "sent meanwhile by another mail")
+                claimed = [j for j in claimed if j not in lost]
+        return claimed
+
+    def _keep_posts(self, job: _Job, taken: set[tuple[int, int]]) -> bool:
+        sub = job.reader.subscriber_id
+        job.posts = [p for p in job.posts if p.id in job.own_ledger or (sub, p.id) in taken]
+        return bool(job.posts)
+
+    def _record(self, results: Sequence[tuple[_Job, OutgoingMessage, str | MailError]]) -> None:
+        now = datetime.now(UTC)
+        sent: list[dict[str, object]] = []
+        for job, message, result in results:
+            if isinstance(result, str):
+                sent.append(
+                    {"b_id": job.reader.delivery_id, "m": message.message_id, "p": result[:300]}
+                )
+                self.failures_in_row = 0
+            else:
+                self._failed(job, result)
+        if sent:
+            table = Delivery.__table__  # Core: an executemany, not the ORM's bulk by key
+            assert isinstance(table, Table)
+            self.session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(
+                    status=DeliveryStatus.SENT,
+                    message_id=bindparam("m"),
+                    provider_id=bindparam("p"),
+                    sent_at=now,
+                    error=None,
+                )
+                .execution_options(synchronize_session=False),
+                sent,
+            )
+            self.report.counts["sent"] += len(sent)
+
+    def _failed(self, job: _Job, error: MailError) -> None:
+        reader = job.reader
+        if isinstance(error, TemporaryError | BackendRejected):
+            self.failures_in_row += 1
+            attempts = (
+                self.session.scalar(
+                    select(Delivery.attempts).where(Delivery.id == reader.delivery_id)
+                )
+                or 0
+            )
+            if isinstance(error, TemporaryError) and attempts >= MAX_ATTEMPTS:
+                self._give_up(job, f"gave up after {attempts} attempts: {error}")
+                return
+            self._set([job], DeliveryStatus.QUEUED, str(error)[:2000])
+            self.report.retry_ids.append(reader.delivery_id)
+            wait = min(RETRY_MAX, RETRY_BASE * 2 ** max(0, attempts - 1))
+            wait = random.uniform(wait / 2, wait)  # jitter: retries of many rows spread out
+            if isinstance(error, RateLimited) and error.retry_after:
+                wait = max(wait, error.retry_after)
+            self.report.retry_in = max(self.report.retry_in, wait)
+            if isinstance(error, BackendRejected):
+                self.pause = f"{self.sender.name} refused us: {error}"
+            elif self.failures_in_row >= PAUSE_AFTER:
+                self.pause = f"{self.failures_in_row} failed attempts in a row, last: {error}"
+            return
+        if isinstance(error, RecipientRejected):
+            suppress(self.session, reader.email, reason="bounced", source=self.sender.name)
+        self._give_up(job, str(error))
+
+    def _give_up(self, job: _Job, reason: str) -> None:
+        self._set([job], DeliveryStatus.FAILED, reason[:2000])
+        # The reader did not get these posts: a later mail may carry them.
+        self.session.execute(
+            delete(DeliveredPost).where(DeliveredPost.delivery_id == job.reader.delivery_id)
+        )
+        self.report.counts["failed"] += 1
+
+    def _set(self, jobs: Sequence[_Job], status: DeliveryStatus, error: str | None) -> None:
+        self.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([j.reader.delivery_id for j in jobs]))
+            .values(
+                status=status, error=error, sent_at=datetime.now(UTC) if status in _FINAL else None
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if status == DeliveryStatus.SKIPPED:
+            self.report.counts["skipped"] += len(jobs)
+
+    def _requeue_rest(self, jobs: Sequence[_Job]) -> None:
+        """Stop here: the rows not attempted (still `queued`) wait for the retry, or for the
+        edition to resume when it pauses."""
+        self.stop = True
+        self.report.retry_ids += [j.reader.delivery_id for j in jobs]
+        self.report.retry_in = max(self.report.retry_in, RETRY_BASE)
+
+
+def _finish(
+    session: Session,
+    edition: Edition,
+    report: BatchReport,
+    now: datetime,
+    sending: _Sending | None = None,
+) -> None:
+    """Counters, heartbeat, pause, done: one UPDATE (plus one probe when nothing is left)."""
+    counts = report.counts
+    values: dict[str, object] = {
+        "heartbeat_at": now,
+        "sent": Edition.sent + counts["sent"],
+        "failed": Edition.failed + counts["failed"],
+        "skipped": Edition.skipped + counts["skipped"],
+        "suppressed": Edition.suppressed + counts["suppressed"],
+    }
+    if sending is not None:
+        values["backend_failures"] = sending.failures_in_row
+        if sending.pause:
+            report.paused = values["paused_reason"] = sending.pause
+            log.warning("edition paused", extra={"edition_id": edition.id, "reason": sending.pause})
+    session.execute(update(Edition).where(Edition.id == edition.id).values(**values))
+    open_rows = exists().where(
+        Delivery.edition_id == edition.id,
+        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+    )
+    if not report.retry_ids and not session.scalar(select(open_rows)):
+        session.execute(
+            update(Edition)
+            .where(Edition.id == edition.id, Edition.status != EditionStatus.CANCELLED)
+            .values(status=EditionStatus.DONE, finished_at=now)
+        )
+    session.commit()

@@ -1,0 +1,121 @@
+"""The tick's sweep: what a killed worker left behind.
+
+* A delivery still `sending` past its lease was claimed by a worker that died before recording
+  the result: the message may or may not have gone out. It becomes `unknown`, is counted, and
+  is never resent automatically (resending could mail the reader twice).
+* An edition with `queued` deliveries and no send batch heartbeat for a few minutes lost its
+  task (with Redis a task held by a SIGKILLed worker comes back only after the visibility
+  timeout, an hour by default): its queued rows are enqueued again, in batches. Running a
+  batch twice is safe (rows are claimed), so the worst case is a wasted task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.digests.planning import SEND_BATCH, Dispatch
+from service.models import Delivery, DeliveryStatus, Edition, EditionStatus
+
+__all__ = ["LEASE", "STALL", "SweepReport", "recount", "sweep"]
+
+LEASE = timedelta(minutes=10)  # a claimed row is sent and recorded within seconds
+STALL = timedelta(minutes=3)  # no batch heartbeat for this long: the edition's task is lost
+
+
+@dataclass
+class SweepReport:
+    unknown: int = 0
+    resumed_editions: int = 0
+    requeued: int = 0
+
+
+def sweep(session: Session, dispatch: Dispatch, now: datetime) -> SweepReport:
+    report = SweepReport()
+    expired = list(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < now - LEASE)
+            .values(status=DeliveryStatus.UNKNOWN, error="worker lost while sending")
+            .returning(Delivery.edition_id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    report.unknown = len(expired)
+    for edition_id in set(expired):
+        recount(session, edition_id, now)
+    session.commit()
+
+    queued = exists().where(
+        Delivery.edition_id == Edition.id, Delivery.status == DeliveryStatus.QUEUED
+    )
+    stalled = list(
+        session.scalars(
+            select(Edition.id).where(
+                Edition.status.in_([EditionStatus.PLANNED, EditionStatus.SENDING]),
+                Edition.paused_reason.is_(None),
+                or_(Edition.heartbeat_at.is_(None), Edition.heartbeat_at < now - STALL),
+                queued,
+            )
+        )
+    )
+    for edition_id in stalled:
+        report.resumed_editions += 1
+        report.requeued += requeue(session, edition_id, dispatch, now)
+    return report
+
+
+def requeue(session: Session, edition_id: int, dispatch: Dispatch, now: datetime) -> int:
+    """Enqueue the edition's queued rows again (keyset over ids); returns how many."""
+    session.execute(update(Edition).where(Edition.id == edition_id).values(heartbeat_at=now))
+    session.commit()
+    total, last = 0, 0
+    while True:
+        ids: Sequence[int] = list(
+            session.scalars(
+                select(Delivery.id)
+                .where(
+                    Delivery.edition_id == edition_id,
+                    Delivery.status == DeliveryStatus.QUEUED,
+                    Delivery.id > last,
+                )
+                .order_by(Delivery.id)
+                .limit(SEND_BATCH)
+            )
+        )
+        if not ids:
+            return total
+        dispatch(edition_id, ids)
+        total += len(ids)
+        last = ids[-1]
+
+
+def recount(session: Session, edition_id: int, now: datetime) -> None:
+    """Set an edition's counters from its delivery rows (after the sweep changed some)."""
+    counts = dict(
+        session.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.edition_id == edition_id)
+            .group_by(Delivery.status)
+        ).all()
+    )
+    values = {
+        status: counts.get(DeliveryStatus(status), 0)
+        for status in ("sent", "failed", "skipped", "suppressed", "unknown")
+    }
+    values["planned"] = sum(counts.values())
+    open_rows = counts.get(DeliveryStatus.QUEUED, 0) + counts.get(DeliveryStatus.SENDING, 0)
+    session.execute(update(Edition).where(Edition.id == edition_id).values(**values))
+    if not open_rows:
+        session.execute(
+            update(Edition)
+            .where(
+                and_(Edition.id == edition_id, Edition.status != EditionStatus.CANCELLED),
+                Edition.finished_at.is_(None),
+            )
+            .values(status=EditionStatus.DONE, finished_at=now)
+        )
