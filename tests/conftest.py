@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 from service import migrate  # noqa: E402
 from service.db import make_engine  # noqa: E402
 
+pytest_plugins = ["tests.smtp_server"]  # the `start_server` fixture
+
 REQUIRE_SERVICES = os.environ.get("NEWSLETTER_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -44,6 +44,10 @@ EXCERPT_CHARS = 280
 LATE_FEED = timedelta(hours=6)
 # A reader back from a long pause gets at most this many periods (the mail shows 25 items).
 MAX_LOOKBACK = 4
+# The window reaches back this far before the previous digest's claim: the content of a batch
+# is cut when the batch starts, its rows are claimed one by one after, and what appeared in
+# between must not fall through. The post ledger keeps the overlap from repeating anything.
+OVERLAP = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def _set_windows(
     floor = until - MAX_LOOKBACK * period
     for reader in readers:
         last = previous.get(reader.subscriber_id)
-        reader.since = max(last, floor) if last is not None else until - period
+        reader.since = max(last - OVERLAP, floor) if last is not None else until - period
 
 
 def posts_for(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, delete, exists, select, update
+from sqlalchemy import Table, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,7 @@ from service.models import (
 )
 from service.suppressions import email_hash, suppress
 
-__all__ = ["MAX_ATTEMPTS", "PAUSE_AFTER", "BatchReport", "send_batch"]
+__all__ = ["MAX_ATTEMPTS", "PAUSE_AFTER", "BatchReport", "finish_if_done", "send_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ def send_batch(
             signer=dkim_signer_from_settings(settings),
             now=until,
         )
-        sending = _Sending(session, sender, composer, throttle, edition, report, until)
+        # A claim's lease starts when the row is claimed; a fixed ``now`` (tests) fixes it too.
+        clock = (lambda: until) if now is not None else (lambda: datetime.now(UTC))
+        sending = _Sending(session, sender, composer, throttle, edition, report, clock)
         if sender.batch_size > 1:
             sending.in_batches(jobs)
         else:
@@ -215,7 +217,7 @@ class _Sending:
         throttle: Throttle | None,
         edition: Edition,
         report: BatchReport,
-        until: datetime,
+        clock: Callable[[], datetime],
     ) -> None:
         self.session = session
         self.sender = sender
@@ -223,7 +225,7 @@ class _Sending:
         self.throttle = throttle
         self.edition = edition
         self.report = report
-        self.until = until
+        self.clock = clock
         self.failures_in_row = edition.backend_failures
         self.stop = False  # the batch ends early; what is left is retried later
         self.pause: str | None = None  # the edition pauses: the backend is not working
@@ -308,7 +310,7 @@ class _Sending:
                 .where(Delivery.id.in_(candidates.scalar_subquery()))
                 .values(
                     status=DeliveryStatus.SENDING,
-                    claimed_at=self.until,
+                    claimed_at=self.clock(),
                     attempts=Delivery.attempts + 1,
                     backend=self.sender.name,
                 )
@@ -362,7 +364,8 @@ class _Sending:
             assert isinstance(table, Table)
             self.session.execute(
                 update(table)
-                .where(table.c.id == bindparam("b_id"))
+                # A row the sweep already called `unknown` stays so: its lease had run out.
+                .where(table.c.id == bindparam("b_id"), table.c.status == DeliveryStatus.SENDING)
                 .values(
                     status=DeliveryStatus.SENT,
                     message_id=bindparam("m"),
@@ -415,7 +418,10 @@ class _Sending:
     def _set(self, jobs: Sequence[_Job], status: DeliveryStatus, error: str | None) -> None:
         self.session.execute(
             update(Delivery)
-            .where(Delivery.id.in_([j.reader.delivery_id for j in jobs]))
+            .where(
+                Delivery.id.in_([j.reader.delivery_id for j in jobs]),
+                Delivery.status == DeliveryStatus.SENDING,  # claimed by this batch
+            )
             .values(
                 status=status, error=error, sent_at=datetime.now(UTC) if status in _FINAL else None
             )
@@ -454,14 +460,49 @@ def _finish(
             report.paused = values["paused_reason"] = sending.pause
             log.warning("edition paused", extra={"edition_id": edition.id, "reason": sending.pause})
     session.execute(update(Edition).where(Edition.id == edition.id).values(**values))
+    if not report.retry_ids:
+        finish_if_done(session, edition.id, now)
+    session.commit()
+
+
+def finish_if_done(session: Session, edition_id: int, now: datetime) -> bool:
+    """Mark the edition done when no row is open, with counters recounted from the rows.
+
+    While an edition sends, each batch adds its figures (one cheap UPDATE); a killed batch's
+    figures are lost, so the final ones come from the ledger itself.
+    """
     open_rows = exists().where(
-        Delivery.edition_id == edition.id,
+        Delivery.edition_id == edition_id,
         Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
     )
-    if not report.retry_ids and not session.scalar(select(open_rows)):
+    if session.scalar(select(open_rows)):  # the usual answer, from the (edition, status) index
+        return False
+    counts = dict(
         session.execute(
-            update(Edition)
-            .where(Edition.id == edition.id, Edition.status != EditionStatus.CANCELLED)
-            .values(status=EditionStatus.DONE, finished_at=now)
+            select(Delivery.status, func.count())
+            .where(Delivery.edition_id == edition_id)
+            .group_by(Delivery.status)
+        ).all()
+    )
+    values: dict[str, object] = {
+        str(status): counts.get(status, 0)
+        for status in (
+            DeliveryStatus.SENT,
+            DeliveryStatus.FAILED,
+            DeliveryStatus.SKIPPED,
+            DeliveryStatus.SUPPRESSED,
+            DeliveryStatus.UNKNOWN,
         )
-    session.commit()
+    }
+    values["planned"] = sum(counts.values())
+    session.execute(update(Edition).where(Edition.id == edition_id).values(**values))
+    session.execute(
+        update(Edition)
+        .where(
+            Edition.id == edition_id,
+            Edition.status != EditionStatus.CANCELLED,
+            Edition.finished_at.is_(None),
+        )
+        .values(status=EditionStatus.DONE, finished_at=now)
+    )
+    return True

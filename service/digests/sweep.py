@@ -11,17 +11,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.digests.planning import SEND_BATCH, Dispatch
+from service.digests.sending import finish_if_done
 from service.models import Delivery, DeliveryStatus, Edition, EditionStatus
 
-__all__ = ["LEASE", "STALL", "SweepReport", "recount", "sweep"]
+__all__ = ["LEASE", "STALL", "SweepReport", "requeue", "sweep"]
 
 LEASE = timedelta(minutes=10)  # a claimed row is sent and recorded within seconds
 STALL = timedelta(minutes=3)  # no batch heartbeat for this long: the edition's task is lost
@@ -34,20 +36,30 @@ class SweepReport:
     requeued: int = 0
 
 
-def sweep(session: Session, dispatch: Dispatch, now: datetime) -> SweepReport:
+def sweep(
+    session: Session,
+    dispatch: Dispatch,
+    now: datetime,
+    *,
+    lease: timedelta = LEASE,
+    stall: timedelta = STALL,
+) -> SweepReport:
     report = SweepReport()
     expired = list(
         session.execute(
             update(Delivery)
-            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < now - LEASE)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < now - lease)
             .values(status=DeliveryStatus.UNKNOWN, error="worker lost while sending")
             .returning(Delivery.edition_id)
             .execution_options(synchronize_session=False)
         ).scalars()
     )
     report.unknown = len(expired)
-    for edition_id in set(expired):
-        recount(session, edition_id, now)
+    for edition_id, n in Counter(expired).items():
+        session.execute(
+            update(Edition).where(Edition.id == edition_id).values(unknown=Edition.unknown + n)
+        )
+        finish_if_done(session, edition_id, now)
     session.commit()
 
     queued = exists().where(
@@ -58,7 +70,7 @@ def sweep(session: Session, dispatch: Dispatch, now: datetime) -> SweepReport:
             select(Edition.id).where(
                 Edition.status.in_([EditionStatus.PLANNED, EditionStatus.SENDING]),
                 Edition.paused_reason.is_(None),
-                or_(Edition.heartbeat_at.is_(None), Edition.heartbeat_at < now - STALL),
+                or_(Edition.heartbeat_at.is_(None), Edition.heartbeat_at < now - stall),
                 queued,
             )
         )
@@ -92,30 +104,3 @@ def requeue(session: Session, edition_id: int, dispatch: Dispatch, now: datetime
         dispatch(edition_id, ids)
         total += len(ids)
         last = ids[-1]
-
-
-def recount(session: Session, edition_id: int, now: datetime) -> None:
-    """Set an edition's counters from its delivery rows (after the sweep changed some)."""
-    counts = dict(
-        session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.edition_id == edition_id)
-            .group_by(Delivery.status)
-        ).all()
-    )
-    values = {
-        status: counts.get(DeliveryStatus(status), 0)
-        for status in ("sent", "failed", "skipped", "suppressed", "unknown")
-    }
-    values["planned"] = sum(counts.values())
-    open_rows = counts.get(DeliveryStatus.QUEUED, 0) + counts.get(DeliveryStatus.SENDING, 0)
-    session.execute(update(Edition).where(Edition.id == edition_id).values(**values))
-    if not open_rows:
-        session.execute(
-            update(Edition)
-            .where(
-                and_(Edition.id == edition_id, Edition.status != EditionStatus.CANCELLED),
-                Edition.finished_at.is_(None),
-            )
-            .values(status=EditionStatus.DONE, finished_at=now)
-        )

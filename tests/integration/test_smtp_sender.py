@@ -9,14 +9,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from service.config import Settings
@@ -34,6 +32,8 @@ from service.mail import (
     sender_from_settings,
 )
 from service.mail.senders.smtp import SmtpSender
+from tests.processes import free_port
+from tests.smtp_server import Recorder, Server
 
 pytestmark = pytest.mark.smtp
 
@@ -57,47 +57,6 @@ def message(n: int, to: str = "reader@example.com") -> OutgoingMessage:
         message_id=make_message_id("delivery", n, domain="news.example.org"),
         list_info=ListInfo("News <news.example.org>", UNSUBSCRIBE, None, "news:digest"),
     )
-
-
-@dataclass
-class Recorder:
-    """aiosmtpd handler: keeps what arrived and which connections (sessions) carried mail.
-
-    `rcpt_replies` / `data_replies` map a recipient to the reply its RCPT / final "." gets
-    instead of 250 (a DATA so answered is not kept in `received`). `connections` counts TCP
-    connections accepted (the Controller's own start-up probe included).
-    """
-
-    rcpt_replies: dict[str, str] = field(default_factory=dict)
-    data_replies: dict[str, str] = field(default_factory=dict)
-    received: list[Envelope] = field(default_factory=list)
-    sessions: list[Session] = field(default_factory=list)
-    connections: int = 0
-    drop_data: int = 0  # DropsMidData: hang up during this many more DATA
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if not any(s is session for s in self.sessions):
-            self.sessions.append(session)
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        (recipient,) = envelope.rcpt_tos
-        if recipient in self.data_replies:
-            return self.data_replies[recipient]
-        self.received.append(envelope)
-        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
 
 class _HangUpAfter:
@@ -128,49 +87,6 @@ class DropsMidData(SMTP):
             handler.drop_data -= 1
             self._reader = _HangUpAfter(self._reader, self.transport, lines=3)  # type: ignore[assignment]
         await super().smtp_DATA(arg)
-
-
-class ServerController(Controller):
-    def __init__(self, handler: Recorder, smtp_class: type[SMTP], **kwargs: Any) -> None:
-        super().__init__(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
-        self.smtp_class = smtp_class
-
-    def factory(self) -> SMTP:  # once per accepted connection
-        self.handler.connections += 1
-        return self.smtp_class(self.handler, **self.SMTP_kwargs)
-
-
-@dataclass
-class Server:
-    controller: ServerController
-    handler: Recorder
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.controller.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
-    controllers: list[ServerController] = []
-
-    def start(smtp_class: type[SMTP] = SMTP, **smtp_kwargs: Any) -> Server:
-        handler = Recorder()
-        controller = ServerController(handler, smtp_class, **smtp_kwargs)
-        controller.start()
-        controllers.append(controller)
-        return Server(controller, handler)
-
-    yield start
-    for controller in controllers:
-        controller.stop()
 
 
 @pytest.fixture
