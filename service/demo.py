@@ -8,7 +8,7 @@ as sources, so a fresh `newsletter up` shows real polling. Running it twice adds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.feeds.store import tags_for
-from service.models import Source, Tag
+from service.models import Cadence, Schedule, Source, Tag
 
 SITE = "https://harbour-courier.example"
 
@@ -177,8 +177,20 @@ def register_sources(session: Session, settings: Settings) -> int:
             added += 1
     for tag in session.scalars(select(Tag).where(Tag.slug.in_(TAGS))):
         tag.name = TAGS[tag.slug]
+    register_schedules(session)
     session.flush()
     return added
+
+
+def register_schedules(session: Session) -> None:
+    """A daily digest at 07:00 and a weekly one on Monday, each reader's own zone and hour."""
+    from service.digests.schedules import add_schedule
+
+    existing = set(session.scalars(select(Schedule.name)))
+    if "daily" not in existing:
+        add_schedule(session, "daily", Cadence.DAILY, at=time(7, 0))
+    if "weekly" not in existing:
+        add_schedule(session, "weekly", Cadence.WEEKLY, at=time(7, 0), weekday=0)
 
 
 def point_sources_at(session: Session, base_url: str) -> int:
