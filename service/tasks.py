@@ -105,6 +105,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "service.tasks.process_subscription": {"queue": "priority"},
             "service.tasks.poll_source": {"queue": "poll"},
             "service.tasks.send_deliveries": {"queue": "mail"},
+            # Instant mail is news: planned ahead of polls and bulk.
+            "service.tasks.announce_posts": {"queue": "priority"},
         },
         "beat_schedule": {
             "tick": {
@@ -295,9 +297,23 @@ def poll_source(source_id: int) -> str:
     """Poll one feed now (its lease keeps a second run from doing the same work)."""
     outcome = poller.poll_source(session_factory(), http_client(), source_id)
     if outcome.new_post_ids:
-        with session_factory()() as session:
-            planning.plan_instant(session, outcome.new_post_ids, dispatch)
+        announce_posts(outcome.new_post_ids)
     return outcome.describe()
+
+
+@app.task(name="service.tasks.announce_posts")
+def announce_posts(post_ids: list[int]) -> int:
+    """Instant mail for new posts: one edition, each instant reader of their tags one mail."""
+    with session_factory()() as session:
+        planned = planning.plan_instant(session, post_ids, dispatch)
+    return planned.deliveries if planned else 0
+
+
+class TaskAnnouncer:
+    """The web app's `Announcer`: new posts (a CMS push) become a task after the commit."""
+
+    def new_posts(self, session: Session, post_ids: Sequence[int]) -> None:
+        enqueue(session, announce_posts, list(post_ids))
 
 
 class TaskIntake:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -30,10 +32,22 @@ class SyncIntake:
             session.commit()
 
 
+class RecordingAnnouncer:
+    """Keeps the post ids handed over for instant mail (instead of a task per push)."""
+
+    def __init__(self) -> None:
+        self.announced: list[list[int]] = []
+
+    def new_posts(self, session: Session, post_ids: Sequence[int]) -> None:
+        self.announced.append(list(post_ids))
+
+
 def app_with_sync_intake(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The real app, with subscribe requests handled in the test instead of by a worker."""
+    """The real app, with subscribe requests handled in the test instead of by a worker, and
+    new posts recorded instead of enqueued."""
     app = create_app(settings, engine)
     app.state.intake = SyncIntake(app)
+    app.state.announcer = RecordingAnnouncer()
     return app
 
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from typing import Protocol
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,6 +46,7 @@ from service.models import (
 __all__ = [
     "PLAN_CHUNK",
     "SEND_BATCH",
+    "Announcer",
     "Planned",
     "edition_for",
     "plan_digests",
@@ -57,6 +59,12 @@ SEND_BATCH = 500  # deliveries per send task: the queue's overhead stays far bel
 
 # Called after each chunk commits with (edition id, delivery ids); enqueues the send tasks.
 Dispatch = Callable[[int, Sequence[int]], None]
+
+
+class Announcer(Protocol):
+    """Takes new posts for instant mail once the transaction that stored them commits."""
+
+    def new_posts(self, session: Session, post_ids: Sequence[int]) -> None: ...
 
 
 @dataclass

@@ -15,7 +15,7 @@ from service.feeds.store import store_items, tags_for
 from service.feeds.types import FeedEntry
 from service.models import Post
 from service.readers.schemas import Slug
-from service.web.deps import OperatorDep, SessionDep
+from service.web.deps import AnnouncerDep, OperatorDep, SessionDep
 
 router = APIRouter(tags=["admin"])
 
@@ -46,8 +46,11 @@ class IngestOut(BaseModel):
 
 
 @router.post("/api/admin/ingest", responses=ADMIN_ERRORS)
-def ingest(body: IngestIn, session: SessionDep, _: OperatorDep) -> IngestOut:
-    """Store (or update) one post pushed by the CMS on publish."""
+def ingest(
+    body: IngestIn, session: SessionDep, announcer: AnnouncerDep, _: OperatorDep
+) -> IngestOut:
+    """Store (or update) one post pushed by the CMS on publish; a new one goes to the tags'
+    instant readers at once."""
     now = datetime.now(UTC)
     entry = FeedEntry(
         guid=body.guid,
@@ -61,6 +64,8 @@ def ingest(body: IngestIn, session: SessionDep, _: OperatorDep) -> IngestOut:
     if item is None:
         raise HTTPException(422, detail="The post has no usable http(s) URL.")
     result = store_items(session, [item], source=None, tags=tags_for(session, body.tags), now=now)
+    if result.new_post_ids:
+        announcer.new_posts(session, result.new_post_ids)
     session.commit()
     post_id = result.new_post_ids[0] if result.new_post_ids else _post_id(session, item.url)
     outcome: Literal["new", "updated", "unchanged"] = (

@@ -24,7 +24,7 @@ from service.logs import configure_logging
 from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
-from service.tasks import TaskIntake, TaskNotifier
+from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier
 from service.web import admin_api, demo_feeds, feeds_out, pages, readers_api
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.limiter = RateLimiter(settings)
     app.state.notifier = TaskNotifier()
     app.state.intake = TaskIntake()
+    app.state.announcer = TaskAnnouncer()
     app.include_router(readers_api.router)
     app.include_router(pages.router)
     app.include_router(feeds_out.router)

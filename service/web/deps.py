@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import allows, authenticate
 from service.config import Settings
+from service.digests.planning import Announcer
 from service.models import ApiToken, Role, Subscriber
 from service.readers.accounts import Intake, Notifier, load_subscriber
 from service.readers.ratelimit import RateLimiter
@@ -38,6 +39,11 @@ def get_notifier(request: Request) -> Notifier:
     return notifier
 
 
+def get_announcer(request: Request) -> Announcer:
+    announcer: Announcer = request.app.state.announcer
+    return announcer
+
+
 def get_intake(request: Request) -> Intake:
     intake: Intake = request.app.state.intake
     return intake
@@ -63,6 +69,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokensDep = Annotated[Tokens, Depends(get_tokens)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 IntakeDep = Annotated[Intake, Depends(get_intake)]
+AnnouncerDep = Annotated[Announcer, Depends(get_announcer)]
 
 
 SubscriberToken = Annotated[

@@ -63,6 +63,16 @@ def test_a_pushed_post_is_cleaned_like_a_polled_one(
     assert sorted(t.slug for t in post.tags) == ["city-hall", "transport"]
 
 
+def test_a_new_post_is_announced_for_instant_mail_once(
+    site: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = site
+    announcer = client.app.state.announcer  # type: ignore[attr-defined]
+    first = _push(client, tokens["operator"]).json()
+    _push(client, tokens["operator"], {**POST, "title": "Council approves the tram line"})
+    assert announcer.announced == [[first["post_id"]]]  # the edit is not news again
+
+
 def test_pushing_again_updates_and_never_duplicates(
     site: tuple[TestClient, dict[str, str]], db: Session
 ) -> None:
