@@ -74,10 +74,11 @@ class Reader:
     since: datetime | None = None  # digests: the start of this reader's window
 
 
-def cadence_of(edition: Edition, schedule: Schedule | None) -> Cadence:
+def cadence_of(edition: Edition, schedule: Schedule | None) -> Cadence | None:
+    """The cadence whose followed tags count for this edition (None: breaking, any cadence)."""
     if edition.kind == EditionKind.DIGEST and schedule is not None:
         return Cadence(schedule.cadence)
-    return Cadence.INSTANT
+    return Cadence.INSTANT if edition.kind == EditionKind.INSTANT else None
 
 
 def load_readers(
@@ -110,11 +111,12 @@ def load_readers(
     subscriber_ids = [r[1] for r in rows]
     cadence = cadence_of(edition, schedule)
     tags: dict[int, set[int]] = defaultdict(set)
-    for sub_id, tag_id in session.execute(
-        select(Subscription.subscriber_id, Subscription.tag_id).where(
-            Subscription.subscriber_id.in_(subscriber_ids), Subscription.cadence == cadence
-        )
-    ):
+    follows = select(Subscription.subscriber_id, Subscription.tag_id).where(
+        Subscription.subscriber_id.in_(subscriber_ids)
+    )
+    if cadence is not None:
+        follows = follows.where(Subscription.cadence == cadence)
+    for sub_id, tag_id in session.execute(follows):
         tags[sub_id].add(tag_id)
     readers = [
         Reader(d_id, s_id, email, tz, str(status), paused, frozenset(tags[s_id]))

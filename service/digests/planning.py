@@ -49,6 +49,7 @@ __all__ = [
     "Announcer",
     "Planned",
     "edition_for",
+    "plan_breaking",
     "plan_digests",
     "plan_instant",
     "plan_readers",
@@ -304,4 +305,22 @@ def plan_instant(
         period_end=now,
     )
     who = and_(_mailable(), _follows(Cadence.INSTANT, tag_ids))
+    return plan_readers(session, edition, who, dispatch, chunk)
+
+
+def plan_breaking(
+    session: Session, post_id: int, dispatch: Dispatch, chunk: int = PLAN_CHUNK
+) -> Planned | None:
+    """The post's one breaking edition, to every reader who follows one of its tags (at any
+    cadence) and has breaking alerts on. A second trigger finds the edition and adds nobody."""
+    tag_ids = list(
+        session.scalars(select(post_tags.c.tag_id).where(post_tags.c.post_id == post_id))
+    )
+    if not tag_ids:
+        return None
+    edition = edition_for(session, f"breaking:{post_id}", EditionKind.BREAKING, post_id=post_id)
+    follows = exists().where(
+        Subscription.subscriber_id == Subscriber.id, Subscription.tag_id.in_(tag_ids)
+    )
+    who = and_(_mailable(), Subscriber.breaking_alerts.is_(True), follows)
     return plan_readers(session, edition, who, dispatch, chunk)

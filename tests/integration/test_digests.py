@@ -196,6 +196,38 @@ def test_the_post_ledger_instant_then_daily_and_no_empty_digest(run: Run) -> Non
     assert len(run.sender.sent) == 1
 
 
+def test_the_post_ledger_breaking_then_daily(run: Run) -> None:
+    with run.sessions() as s:
+        daily(s)
+        port = tag(s, "port")
+        reader(s, "alerts@example.com", {port: Cadence.DAILY}, timezone="Asia/Tokyo")
+        reader(
+            s,
+            "quiet@example.com",
+            {port: Cadence.DAILY},
+            timezone="Asia/Tokyo",
+            breaking_alerts=False,
+        )
+        urgent = post(s, "Ship aground at the pier", [port], published=NOW - timedelta(hours=2))
+        post(s, "Market hours change", [port], published=NOW - timedelta(hours=3))
+        s.commit()
+        urgent_id = urgent.id
+    with run.sessions() as s:
+        planned = planning.plan_breaking(s, urgent_id, run.dispatch)
+        again = planning.plan_breaking(s, urgent_id, run.dispatch)  # a second trigger
+    assert planned is not None
+    assert again is not None
+    assert (planned.deliveries, again.deliveries) == (1, 0)
+    assert run.send(NOW - timedelta(hours=1)).counts["sent"] == 1
+    (alert,) = run.sender.sent
+    assert parse(alert.data)["Subject"] == "Breaking: Ship aground at the pier"
+    run(NOW)
+    digests = {m.recipient: text_of(m.data) for m in run.sender.sent[1:]}
+    assert "Ship aground" not in digests["alerts@example.com"]  # already had it
+    assert "Market hours change" in digests["alerts@example.com"]
+    assert "Ship aground" in digests["quiet@example.com"]  # alerts off: the digest carries it
+
+
 def test_a_sources_backlog_sends_no_instant_mail(sessions: Sessions) -> None:
     from service.models import Source, SourceItem
 

@@ -75,6 +75,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
         }
     ),
     "instant": _items,
+    "breaking": _items,
     "manage": {
         "site_name": "Example News",
         "base_url": "https://news.example.org",
