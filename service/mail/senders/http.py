@@ -13,12 +13,12 @@ retry policy decides whether to send again.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from typing import Any
 
 import httpx
 
+from service.httpdate import retry_after
 from service.mail.errors import (
     BackendRejected,
     MailError,
@@ -31,6 +31,7 @@ from service.mail.message import MessageParts, OutgoingMessage
 
 __all__ = [
     "TIMEOUT",
+    "body_text",
     "error_for_status",
     "make_client",
     "own_headers",
@@ -46,14 +47,12 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_AGENT = "newsletter/0.1 (mail sender)"
 
 
-def make_client(
-    *, auth: httpx.Auth | tuple[str, str] | None = None, headers: dict[str, str] | None = None
-) -> httpx.Client:
+def make_client(*, auth: tuple[str, str] | None = None) -> httpx.Client:
     """A client with timeouts on every step (httpx's default of 5 s is short for a batch)."""
     return httpx.Client(
         timeout=TIMEOUT,
         auth=auth,
-        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
     )
 
@@ -64,23 +63,6 @@ def post(client: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
         return client.post(url, **kwargs)
     except httpx.TransportError as exc:  # connect, read and write errors and timeouts
         raise TemporaryError(f"{type(exc).__name__}: {exc}") from exc
-
-
-def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110
-    section 10.2.3). None when absent or unreadable; never negative."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000" or an obsolete zone: HTTP dates are in UTC
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def error_for_status(
