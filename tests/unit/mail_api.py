@@ -15,8 +15,9 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import pytest
 
-from service.mail import OutgoingMessage, PreparedMessage, Rendered, prepare, slot
+from service.mail import MailError, OutgoingMessage, PreparedMessage, Rendered, prepare, slot
 
 UNSUB, PREFS = slot("unsubscribe_url"), slot("preferences_url")
 RENDERED = Rendered(
@@ -107,6 +108,13 @@ def answer(
     return httpx.Response(status, json=body, headers=headers)
 
 
+def raised(call: Callable[[], object]) -> MailError:
+    """The MailError `call` raises."""
+    with pytest.raises(MailError) as caught:
+        call()
+    return caught.value
+
+
 def refuse_connection(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
 
@@ -118,21 +126,23 @@ def parse_mime(data: bytes) -> EmailMessage:
 
 
 def form_fields(request: httpx.Request) -> list[tuple[str, str | None, bytes]]:
-    """A multipart/form-data body as (name, filename, value) in order."""
-    content_type = request.headers["Content-Type"]
-    assert content_type.startswith("multipart/form-data; boundary=")
-    form = parse_mime(f"Content-Type: {content_type}\r\n\r\n".encode() + request.content)
+    """A multipart/form-data body (RFC 7578) as (name, filename, value) in order, the bytes
+    exactly as sent (the email package would parse a message/rfc822 part instead)."""
+    match = re.fullmatch(r"multipart/form-data; boundary=(\S+)", request.headers["Content-Type"])
+    assert match, request.headers["Content-Type"]
+    delimiter = b"--" + match[1].encode()
+    chunks = request.content.split(b"\r\n" + delimiter)
+    assert chunks[0].startswith(delimiter + b"\r\n")
+    assert chunks[-1] == b"--\r\n"
     fields = []
-    for part in form.iter_parts():
-        payload = part.get_payload(decode=True)
-        assert isinstance(payload, bytes)
-        fields.append(
-            (
-                str(part.get_param("name", header="content-disposition")),
-                part.get_filename(),
-                payload,
-            )
+    for chunk in [chunks[0][len(delimiter) :], *chunks[1:-1]]:
+        head, _, value = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        disposition = re.search(
+            rb'Content-Disposition: form-data; name="([^"]+)"(?:; filename="([^"]*)")?', head
         )
+        assert disposition, head
+        filename = disposition[2].decode() if disposition[2] is not None else None
+        fields.append((disposition[1].decode(), filename, value))
     return fields
 
 

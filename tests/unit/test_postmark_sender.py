@@ -27,6 +27,7 @@ from tests.unit.mail_api import (
     FakeApi,
     answer,
     list_unsubscribe,
+    raised,
     readers,
     refuse_connection,
     unsubscribe_url,
@@ -209,11 +210,9 @@ def test_a_single_message_goes_to_email_and_its_refusal_is_raised() -> None:
 def test_an_answer_about_the_whole_call_is_raised(
     response: httpx.Response, kind: type[MailError]
 ) -> None:
-    api = FakeApi(documented, response)
-    with pytest.raises(MailError) as caught:
-        sender(api).send_many(readers(2))
-    assert type(caught.value) is kind
-    assert caught.value.code == response.status_code
+    error = raised(lambda: sender(FakeApi(documented, response)).send_many(readers(2)))
+    assert type(error) is kind
+    assert error.code == response.status_code
 
 
 def test_429_says_when_to_come_back() -> None:

@@ -21,7 +21,7 @@ from service.mail import (
     TemporaryError,
 )
 from service.mail.senders.ses import SesSender
-from tests.unit.mail_api import FakeApi, answer, parse_mime, readers, verify_sigv4
+from tests.unit.mail_api import FakeApi, answer, parse_mime, raised, readers, verify_sigv4
 
 REGION = "eu-west-1"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -177,11 +177,9 @@ def test_send_many_is_one_signed_call_per_reader() -> None:
 def test_documented_errors_mean_what_the_caller_should_do(
     response: httpx.Response, kind: type[MailError]
 ) -> None:
-    api = FakeApi(documented, response)
-    with pytest.raises(MailError) as caught:
-        sender(api).send(readers(1)[0])
-    assert type(caught.value) is kind
-    assert caught.value.code == response.status_code
+    error = raised(lambda: sender(FakeApi(documented, response)).send(readers(1)[0]))
+    assert type(error) is kind
+    assert error.code == response.status_code
 
 
 @pytest.mark.parametrize(

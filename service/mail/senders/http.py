@@ -47,11 +47,10 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_AGENT = "newsletter/0.1 (mail sender)"
 
 
-def make_client(*, auth: tuple[str, str] | None = None) -> httpx.Client:
+def make_client() -> httpx.Client:
     """A client with timeouts on every step (httpx's default of 5 s is short for a batch)."""
     return httpx.Client(
         timeout=TIMEOUT,
-        auth=auth,
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
     )

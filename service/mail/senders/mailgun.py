@@ -78,7 +78,8 @@ class MailgunSender:
             raise ValueError(f"the Mailgun API is reached over https, not {base_url!r}")
         self.domain = domain
         self.url = f"{base_url.rstrip('/')}/v3/{domain}/messages.mime"
-        self._client = client or make_client(auth=("api", api_key))
+        self._auth = httpx.BasicAuth("api", api_key)
+        self._client = client or make_client()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailgunSender:
@@ -92,6 +93,7 @@ class MailgunSender:
         response = post(
             self._client,
             self.url,
+            auth=self._auth,
             data={"to": message.recipient},
             files={"message": ("message.mime", message.data, "message/rfc822")},
         )
