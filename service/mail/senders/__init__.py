@@ -10,6 +10,11 @@ message alone. An error that concerns the whole call (401, 429, 5xx, a dropped c
 raised instead, and then none of the batch counts as sent. The delivery ledger claims exactly
 the messages it passes, so `batch_size` bounds what a killed worker can leave in doubt: 1 for
 SMTP, where each message is claimed just before it goes out.
+
+Batch sizes: smtp, outbox, ses and mailgun 1 (one message a call, `send_each`); postmark 500
+(`/email/batch`, a result per message); sendgrid 1000 (readers of one prepared body share a
+call, `send_in_calls`). The HTTP senders take an injectable `httpx.Client` and share
+`senders/http.py`; each module names the provider documentation it follows.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ retry policy decides whether to send again.
 from __future__ import annotations
 
 import json
-from email.utils import parseaddr
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ from service.mail.errors import (
     BackendRejected,
     MailError,
     MessageRejected,
-    PermanentError,
     RateLimited,
     TemporaryError,
 )
@@ -34,12 +32,10 @@ __all__ = [
     "body_text",
     "error_for_status",
     "make_client",
-    "own_headers",
     "parts_of",
     "post",
     "read_json",
     "retry_after",
-    "split_address",
 ]
 
 # Connecting should be quick; an answer to a large batch may take a while.
@@ -64,13 +60,9 @@ def post(client: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
         raise TemporaryError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def error_for_status(
-    response: httpx.Response, detail: str, *, client_error: type[PermanentError] = MessageRejected
-) -> MailError:
-    """The error an unsuccessful answer means when its body says nothing more precise.
-
-    `client_error` is what any other 4xx means for this call (a refused message by default).
-    """
+def error_for_status(response: httpx.Response, detail: str) -> MailError:
+    """The error an unsuccessful answer means when its body says nothing more precise: any
+    other 4xx refuses the message (413 too large, 400/422 invalid)."""
     status = response.status_code
     if status == 429:
         return RateLimited(detail, status, retry_after(response.headers.get("Retry-After")))
@@ -78,7 +70,7 @@ def error_for_status(
         return BackendRejected(detail, status)
     if status >= 500 or status == 408:
         return TemporaryError(detail, status)
-    return client_error(detail, status)
+    return MessageRejected(detail, status)
 
 
 def read_json(response: httpx.Response) -> Any:
@@ -101,15 +93,3 @@ def parts_of(message: OutgoingMessage) -> MessageParts:
     if message.parts is None:
         raise ValueError(f"{message.message_id}: no MessageParts; build it with personalize()")
     return message.parts
-
-
-def own_headers(parts: MessageParts) -> list[tuple[str, str]]:
-    """The headers only this reader has (List-Unsubscribe), not the ones of the template."""
-    shared = set(parts.template.headers)
-    return [h for h in parts.headers if h not in shared]
-
-
-def split_address(address: str) -> tuple[str, str]:
-    """("Name", "addr@example.org") from "Name <addr@example.org>"."""
-    name, addr = parseaddr(address)
-    return name, addr

@@ -38,7 +38,6 @@ import httpx
 from service.mail.errors import (
     BackendRejected,
     MailError,
-    MessageRejected,
     RecipientRejected,
 )
 from service.mail.message import OutgoingMessage
@@ -121,4 +120,4 @@ def _error(response: httpx.Response, detail: str) -> MailError:
             return RecipientRejected(detail, 400)
         if any(text in lowered for text in _BACKEND_400):
             return BackendRejected(detail, 400)
-    return error_for_status(response, detail, client_error=MessageRejected)
+    return error_for_status(response, detail)

@@ -38,6 +38,7 @@ import html
 import re
 import time
 from collections.abc import Callable, Sequence
+from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -50,18 +51,16 @@ from service.mail.errors import (
     RecipientRejected,
     TemporaryError,
 )
-from service.mail.message import OutgoingMessage, slot
+from service.mail.message import MessageParts, OutgoingMessage, slot
 from service.mail.senders import SendResult, send_in_calls
 from service.mail.senders.http import (
     body_text,
     error_for_status,
     make_client,
-    own_headers,
     parts_of,
     post,
     read_json,
     retry_after,
-    split_address,
 )
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ def _calls(messages: Sequence[OutgoingMessage]) -> list[list[int]]:
 def _payload(messages: list[OutgoingMessage]) -> dict[str, Any]:
     first = parts_of(messages[0])
     template = first.template
-    name, email = split_address(first.mail_from)
+    name, email = parseaddr(first.mail_from)
     payload: dict[str, Any] = {
         "personalizations": [_personalization(m) for m in messages],
         "from": {"email": email, "name": name} if name else {"email": email},
@@ -205,7 +204,7 @@ def _payload(messages: list[OutgoingMessage]) -> dict[str, Any]:
 
 def _personalization(message: OutgoingMessage) -> dict[str, Any]:
     parts = parts_of(message)
-    name, email = split_address(parts.to)
+    name, email = parseaddr(parts.to)
     block: dict[str, Any] = {
         "to": [{"email": email, "name": name} if name else {"email": email}],
         "custom_args": {"message_id": message.message_id},
@@ -219,6 +218,12 @@ def _personalization(message: OutgoingMessage) -> dict[str, Any]:
         text = {slot(n): parts.values[n] for n in names}
         block["substitutions"] = text | {html_slot(n): html.escape(parts.values[n]) for n in names}
     return block
+
+
+def own_headers(parts: MessageParts) -> list[tuple[str, str]]:
+    """The headers only this reader has (List-Unsubscribe), not the ones of the template."""
+    shared = set(parts.template.headers)
+    return [h for h in parts.headers if h not in shared]
 
 
 def _describe(error: dict[str, Any]) -> str:

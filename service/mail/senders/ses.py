@@ -46,7 +46,6 @@ from botocore.credentials import Credentials
 from service.mail.errors import (
     BackendRejected,
     MailError,
-    MessageRejected,
     RateLimited,
     TemporaryError,
 )
@@ -176,7 +175,7 @@ def _error(response: httpx.Response) -> MailError:
         return TemporaryError(detail, status)
     if kind in _BACKEND or (kind == "MessageRejected" and "not verified" in text.lower()):
         return BackendRejected(detail, status)
-    return error_for_status(response, detail, client_error=MessageRejected)
+    return error_for_status(response, detail)
 
 
 def _error_type(response: httpx.Response, answer: Any) -> str:
