@@ -147,7 +147,7 @@ def test_a_refused_personalization_fails_its_message_and_holds_back_the_others()
     assert "personalizations.1.to.0.email" in results[1].detail
     for held in (results[0], results[2]):
         assert isinstance(held, TemporaryError)  # not sent: goes out on the retry
-        assert "[1]" in str(held)
+        assert "refused the request for <d.1@courier.example>" in str(held)
 
 
 def test_an_error_about_the_shared_body_fails_every_message_of_the_call() -> None:

@@ -125,13 +125,15 @@ class SendgridSender:
             json=_payload(messages),
             headers={"Authorization": f"Bearer {self._key}"},
         )
-        if response.status_code in (200, 202):
+        if response.is_success:  # 202 queued; 200 valid but not sent (sandbox mode)
             # Accepted: one id for the request (SendGrid's per-recipient ids in its events
             # start with it). A missing header still means sent.
             return [response.headers.get("X-Message-Id", "")] * len(messages)
-        return self._refused(response, len(messages))
+        return self._refused(response, messages)
 
-    def _refused(self, response: httpx.Response, count: int) -> list[SendResult]:
+    def _refused(
+        self, response: httpx.Response, messages: list[OutgoingMessage]
+    ) -> list[SendResult]:
         answer = read_json(response)
         errors = answer.get("errors") if isinstance(answer, dict) else None
         errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
@@ -146,7 +148,7 @@ class SendgridSender:
         shared = []
         for error in errors:
             match = _PERSONALIZATION_FIELD.match(str(error.get("field") or ""))
-            if match and int(match[1]) < count:
+            if match and int(match[1]) < len(messages):
                 kind = RecipientRejected if match[2] == "to" else MessageRejected
                 own.setdefault(int(match[1]), kind(_describe(error), status))
             else:
@@ -154,8 +156,9 @@ class SendgridSender:
         if shared or not own:
             # About what every reader shares (content, subject, from): all of them.
             raise _shared_error(shared, detail, status)
-        blocked = TemporaryError(f"not sent: SendGrid refused the request for {sorted(own)}")
-        return [own.get(i, blocked) for i in range(count)]
+        refused = ", ".join(messages[i].message_id for i in sorted(own))
+        blocked = TemporaryError(f"not sent: SendGrid refused the request for {refused}")
+        return [own.get(i, blocked) for i in range(len(messages))]
 
     def _wait(self, response: httpx.Response) -> float | None:
         reset = response.headers.get("X-RateLimit-Reset", "")
