@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER = "filesystem://"
@@ -65,10 +65,11 @@ class Settings(BaseSettings):
     mail_from: str = Field(
         "Newsletter <newsletter@localhost>", description="From header of every message."
     )
-    mail_backend: Literal["outbox", "smtp"] = Field(
+    mail_backend: Literal["outbox", "smtp", "postmark", "ses", "sendgrid", "mailgun"] = Field(
         "outbox",
         description="`outbox`: .eml files under `VAR_DIR/outbox`; `smtp`: the server at "
-        "`SMTP_URL`.",
+        "`SMTP_URL`; `postmark`, `ses`, `sendgrid`, `mailgun`: that provider's HTTP API, "
+        "configured by the settings named after it.",
     )
     smtp_url: str = Field(
         "smtp://localhost:1025",
@@ -80,6 +81,38 @@ class Settings(BaseSettings):
         4, description="SMTP connections kept open and reused per worker process.", ge=1, le=64
     )
     smtp_timeout: float = Field(30.0, description="Seconds for any one SMTP step.", gt=0)
+    postmark_server_token: SecretStr = Field(
+        SecretStr(""), description="Postmark server API token (`MAIL_BACKEND=postmark`)."
+    )
+    postmark_message_stream: str = Field(
+        "broadcast",
+        description="Postmark message stream the mail goes to: its broadcast (bulk) stream, "
+        "or the ID of another stream of the server.",
+    )
+    ses_region: str = Field(
+        "",
+        description="AWS region of the Amazon SES v2 API, e.g. `eu-west-1` (`MAIL_BACKEND=ses`).",
+    )
+    ses_access_key_id: str = Field("", description="AWS access key ID allowed `ses:SendEmail`.")
+    ses_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="The secret of `SES_ACCESS_KEY_ID`."
+    )
+    ses_configuration_set: str = Field(
+        "", description="SES configuration set for event publishing. Empty: none."
+    )
+    sendgrid_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="SendGrid API key with Mail Send access (`MAIL_BACKEND=sendgrid`).",
+    )
+    mailgun_api_key: SecretStr = Field(
+        SecretStr(""), description="Mailgun API key (`MAIL_BACKEND=mailgun`)."
+    )
+    mailgun_domain: str = Field("", description="Mailgun sending domain, e.g. `mg.example.org`.")
+    mailgun_base_url: str = Field(
+        "https://api.mailgun.net",
+        description="Mailgun API base URL; `https://api.eu.mailgun.net` for a domain in the EU "
+        "region.",
+    )
     dkim_selector: str = Field(
         "", description="DKIM selector; signing is on when this and `DKIM_KEY_FILE` are set."
     )
@@ -108,6 +141,20 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line; `text`: for a terminal."
     )
+
+    @model_validator(mode="after")
+    def _mail_backend_is_configured(self) -> Settings:
+        needed = {
+            "postmark": {"postmark_server_token", "postmark_message_stream"},
+            "ses": {"ses_region", "ses_access_key_id", "ses_secret_access_key"},
+            "sendgrid": {"sendgrid_api_key"},
+            "mailgun": {"mailgun_api_key", "mailgun_domain", "mailgun_base_url"},
+        }.get(self.mail_backend, set())
+        missing = sorted(name for name in needed if not _text(getattr(self, name)).strip())
+        if missing:
+            names = ", ".join(f"NEWSLETTER_{name.upper()}" for name in missing)
+            raise ValueError(f"MAIL_BACKEND={self.mail_backend} needs {names}")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -182,6 +229,10 @@ class Settings(BaseSettings):
         if len(key) < 32:
             raise RuntimeError(f"{path} holds no usable key; delete it or set SECRET_KEY")
         return [key]
+
+
+def _text(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
 def _write_new_key(path: Path) -> None:

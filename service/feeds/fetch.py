@@ -30,8 +30,6 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -40,6 +38,7 @@ import httpcore
 import httpx
 
 from service.feeds.types import FeedError
+from service.httpdate import retry_after as _retry_after
 
 __all__ = [
     "ACCEPT",
@@ -304,21 +303,6 @@ def _raw(value: str) -> bytes:
         return value.encode("latin-1")
     except UnicodeEncodeError:
         return value.encode("utf-8")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delay-seconds or an HTTP-date."""
-    if not value or not (value := value.strip()):
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with no zone stated
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _max_age(value: str | None) -> float | None:
