@@ -407,3 +407,54 @@ def test_query_counts_do_not_grow_with_readers(
     small = scenario(10, 1, NOW)
     large = scenario(300, 2, NOW + timedelta(days=1))  # a new period: a new edition, as before
     assert small == large, f"queries grew with readers: {small} vs {large}"
+
+
+def test_a_batch_api_claims_what_one_call_carries(sessions: Sessions, settings: Settings) -> None:
+    """Postmark (faked as its documentation answers): one call for the batch, one reader's
+    inactive-recipient error fails and suppresses that reader alone."""
+    import json
+
+    import httpx
+
+    from service.mail.senders.postmark import PostmarkSender
+
+    calls: list[list[dict[str, object]]] = []
+
+    def postmark(request: httpx.Request) -> httpx.Response:
+        batch = json.loads(request.content)
+        calls.append(batch)
+        return httpx.Response(
+            200,
+            json=[
+                {
+                    "ErrorCode": 406,
+                    "Message": "You tried to send to a recipient that has been marked as inactive.",
+                    "To": m["To"],
+                }
+                if m["To"] == "r3@example.com"
+                else {"ErrorCode": 0, "Message": "OK", "MessageID": f"pm-{i}", "To": m["To"]}
+                for i, m in enumerate(batch)
+            ],
+        )
+
+    client = httpx.Client(transport=httpx.MockTransport(postmark))
+    sender = PostmarkSender("token", client=client)
+    with sessions() as s:
+        daily(s)
+        world = tag(s, "world")
+        for i in range(12):
+            reader(s, f"r{i}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
+        post(s, "Regatta postponed", [world], published=NOW - timedelta(hours=1))
+        s.commit()
+    batches: list[tuple[int, list[int]]] = []
+    with sessions() as s:
+        planning.plan_digests(s, lambda e, ids: batches.append((e, list(ids))), NOW)
+    ((edition_id, ids),) = batches
+    report = send_batch(sessions, sender, settings, edition_id, ids, now=NOW)
+    assert len(calls) == 1
+    assert sorted(m["To"] for m in calls[0]) == sorted(f"r{i}@example.com" for i in range(12))
+    assert report.counts == {"sent": 11, "failed": 1}
+    with sessions() as s:
+        assert is_suppressed(s, "r3@example.com")
+        ids_sent = set(s.scalars(select(Delivery.provider_id).where(Delivery.status == "sent")))
+        assert len(ids_sent) == 11
