@@ -452,7 +452,7 @@ def test_a_batch_api_claims_what_one_call_carries(sessions: Sessions, settings: 
     ((edition_id, ids),) = batches
     report = send_batch(sessions, sender, settings, edition_id, ids, now=NOW)
     assert len(calls) == 1
-    assert sorted(m["To"] for m in calls[0]) == sorted(f"r{i}@example.com" for i in range(12))
+    assert sorted(str(m["To"]) for m in calls[0]) == sorted(f"r{i}@example.com" for i in range(12))
     assert report.counts == {"sent": 11, "failed": 1}
     with sessions() as s:
         assert is_suppressed(s, "r3@example.com")
