@@ -437,6 +437,50 @@ def digest_run(
     raise typer.Exit(0 if ok else 1)
 
 
+@digest_cli.command("list")
+def digest_list(
+    limit: Annotated[int, typer.Option(help="How many editions, newest first.")] = 20,
+) -> None:
+    """Editions with their figures: planned, sent, failed, skipped, suppressed, unknown."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.models import Edition
+
+    with session_scope() as session:
+        for e in session.scalars(select(Edition).order_by(Edition.id.desc()).limit(limit)):
+            state = f"paused: {e.paused_reason}" if e.paused_reason else str(e.status)
+            typer.echo(
+                f"{e.id:>5}  {e.key:32}  planned {e.planned}  sent {e.sent}  failed {e.failed}  "
+                f"skipped {e.skipped}  suppressed {e.suppressed}  unknown {e.unknown}  {state}"
+            )
+
+
+@digest_cli.command("resume")
+def digest_resume(
+    edition: Annotated[int, typer.Argument(help="The paused edition's id.")],
+) -> None:
+    """Resume a paused edition (its backend works again): its queued deliveries go out."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from service.db import session_factory
+    from service.digests.sweep import requeue
+    from service.models import Edition
+    from service.tasks import dispatch
+
+    with session_factory()() as session:
+        session.execute(
+            update(Edition)
+            .where(Edition.id == edition)
+            .values(paused_reason=None, backend_failures=0)
+        )
+        session.commit()
+        queued = requeue(session, edition, dispatch, datetime.now(UTC))
+    typer.echo(f"edition {edition}: {queued} queued deliveries handed to the workers")
+
+
 @tokens_cli.command("create")
 def tokens_create(
     name: Annotated[str, typer.Argument(help="Who or what uses it, e.g. 'cms' or 'anna'.")],

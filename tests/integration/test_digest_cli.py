@@ -74,3 +74,7 @@ def test_schedules_and_digest_run_deliver_real_digests_once(var_dir: Path) -> No
     assert again.returncode == 0, again.stderr
     assert "0 new deliveries" in again.stdout
     assert len(list((var_dir / "outbox").glob("*.eml"))) == 2
+
+    listing = _run(env, "digest", "list")
+    assert "planned 2  sent 2  failed 0" in listing.stdout
+    assert "done" in listing.stdout
