@@ -144,7 +144,8 @@ def _handle(
         for entry in feed.entries
         if (item := normalize_entry(entry, feed_url=fetched.url, site_url=feed.link, now=now))
     ]
-    stored = store_items(session, items, source=source, tags=source.tags, now=now)
+    with session.no_autoflush:  # the source's changes go in one UPDATE at the end, not two
+        stored = store_items(session, items, source=source, tags=source.tags, now=now)
     source.title = (feed.title or source.title or "")[:500] or None
     source.body_hash = body_hash
     outcome.new, outcome.updated = stored.new, stored.updated

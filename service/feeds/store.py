@@ -15,12 +15,22 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, literal_column, select, union_all, update
+from sqlalchemy import (
+    Executable,
+    String,
+    Table,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -167,21 +177,14 @@ def _existing(
     session: Session, source_id: int | None, items: Sequence[Item]
 ) -> tuple[dict[str, _Post], dict[str, _Post], dict[str, _Post]]:
     """The three lookups for the whole batch in one statement of (kind, key, post) rows."""
-    guids, urls = [i.guid for i in items], [i.url for i in items]
-    columns = (posts.c.id, posts.c.url, posts.c.content_hash)
-    lookups = [
-        select(literal_column("'u'"), posts.c.url, *columns).where(posts.c.url.in_(urls)),
-        select(literal_column("'a'"), posts.c.guid, *columns).where(posts.c.guid.in_(guids)),
-    ]
-    if source_id is not None:
-        lookups.append(
-            select(literal_column("'g'"), source_items.c.guid, *columns)
-            .join(posts, posts.c.id == source_items.c.post_id)
-            .where(source_items.c.source_id == source_id, source_items.c.guid.in_(guids))
-        )
+    params = {"urls": [i.url for i in items], "guids": [i.guid for i in items]}
+    if source_id is None:
+        rows = session.execute(_LOOKUP, params)
+    else:
+        rows = session.execute(_LOOKUP_IN_SOURCE, params | {"source_id": source_id})
     known: dict[int, _Post] = {}  # one object per post, however many keys reach it
     found: dict[str, dict[str, _Post]] = {"g": {}, "u": {}, "a": {}}
-    for kind, key, post_id, url, content_hash in session.execute(union_all(*lookups)):
+    for kind, key, post_id, url, content_hash in rows:
         found[kind][key] = known.setdefault(post_id, _Post(post_id, url, content_hash))
     return found["g"], found["u"], found["a"]
 
@@ -196,12 +199,6 @@ def _category_tags(session: Session, items: Sequence[Item]) -> dict[str, Tag]:
     return {tag.slug: tag for tag in tags_for(session, names.values())} if names else {}
 
 
-def _dialect_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _insert(session: Session, new: list[_Post]) -> list[_Post]:
     """Insert the new posts and set their ids. Those another poll inserted first come back
     holding the stored post's id and content hash (``values`` still holds this batch's row)."""
@@ -209,8 +206,7 @@ def _insert(session: Session, new: list[_Post]) -> list[_Post]:
         return []
     # Sorted by URL: concurrent batches take the unique index's locks in one order (no deadlock).
     rows = sorted((cast(dict[str, Any], p.values) for p in new), key=lambda r: r["url"])
-    stmt = _dialect_insert(session, posts).on_conflict_do_nothing(index_elements=["url"])
-    returned = session.execute(stmt.returning(posts.c.url, posts.c.id), rows)
+    returned = session.execute(_inserts(session).posts, rows)
     inserted: dict[str, int] = {url: post_id for url, post_id in returned}
     lost = []
     for post in new:
@@ -218,18 +214,11 @@ def _insert(session: Session, new: list[_Post]) -> list[_Post]:
         if post.id is None:
             lost.append(post)
     if lost:
-        stored = session.execute(
-            select(posts.c.url, posts.c.id, posts.c.content_hash).where(
-                posts.c.url.in_([p.url for p in lost])
-            )
-        )
+        stored = session.execute(_BY_URL, {"urls": [p.url for p in lost]})
         by_url = {p.url: p for p in lost}
         for url, post_id, content_hash in stored:
             by_url[url].id, by_url[url].content_hash = post_id, content_hash
     return lost
-
-
-_UPDATED = ("title", "summary_html", "author", "published_at", "content_hash")
 
 
 def _update(session: Session, edited: Iterable[_Post]) -> None:
@@ -238,24 +227,9 @@ def _update(session: Session, edited: Iterable[_Post]) -> None:
         {"b_id": p.id, **{f"b_{k}": cast(dict[str, Any], p.values)[k] for k in _UPDATED}}
         for p in sorted(edited, key=lambda p: cast(int, p.id))  # one lock order
     ]
-    if not rows:
-        return
-    c = posts.c
-    stmt = (
-        update(posts)
-        .where(c.id == bindparam("b_id"))
-        .values(
-            title=bindparam("b_title", type_=c.title.type),
-            summary_html=bindparam("b_summary_html", type_=c.summary_html.type),
-            author=func.coalesce(bindparam("b_author", type_=c.author.type), c.author),
-            published_at=func.coalesce(
-                c.published_at, bindparam("b_published_at", type_=c.published_at.type)
-            ),
-            content_hash=bindparam("b_content_hash", type_=c.content_hash.type),
-        )
-    )
-    session.execute(stmt, rows)
-    _expire(session, [row["b_id"] for row in rows])
+    if rows:
+        session.execute(_UPDATE, rows)
+        _expire(session, [row["b_id"] for row in rows])
 
 
 def _link(
@@ -264,15 +238,13 @@ def _link(
     """Post tags and source items, one insert each; links that exist already are skipped."""
     pairs = sorted({(cast(int, p.id), tag_id) for p in every for tag_id in p.tag_ids})
     if pairs:
-        stmt = _dialect_insert(session, post_tags).on_conflict_do_nothing()
-        session.execute(stmt, [{"post_id": p, "tag_id": t} for p, t in pairs])
+        session.execute(
+            _inserts(session).post_tags, [{"post_id": p, "tag_id": t} for p, t in pairs]
+        )
         _expire(session, sorted({p for p, _ in pairs}))
     if links and source_id is not None:
-        stmt = _dialect_insert(session, source_items).on_conflict_do_nothing(
-            index_elements=["source_id", "guid"]
-        )
         rows = [{"source_id": source_id, "guid": guid, "post_id": p.id} for p, guid in links]
-        session.execute(stmt, rows)
+        session.execute(_inserts(session).source_items, rows)
 
 
 def _expire(session: Session, post_ids: Iterable[int]) -> None:
@@ -283,3 +255,69 @@ def _expire(session: Session, post_ids: Iterable[int]) -> None:
         held = session.identity_map.get(identity_key(Post, post_id))
         if held is not None:
             session.expire(held)
+
+
+# -- statements, built once: a statement object keeps its cache key, so running one again skips
+# building and hashing it (a third of the store's time went there) --------------------------------
+
+_c = posts.c
+_POST_COLUMNS = (_c.id, _c.url, _c.content_hash)
+_URLS = bindparam("urls", type_=String, expanding=True)
+_GUIDS = bindparam("guids", type_=String, expanding=True)
+_BY_URL = select(_c.url, _c.id, _c.content_hash).where(_c.url.in_(_URLS))
+_LOOKUPS = (
+    select(literal_column("'u'"), _c.url, *_POST_COLUMNS).where(_c.url.in_(_URLS)),
+    select(literal_column("'a'"), _c.guid, *_POST_COLUMNS).where(_c.guid.in_(_GUIDS)),
+)
+_LOOKUP = union_all(*_LOOKUPS)
+_LOOKUP_IN_SOURCE = union_all(
+    *_LOOKUPS,
+    select(literal_column("'g'"), source_items.c.guid, *_POST_COLUMNS)
+    .join(posts, _c.id == source_items.c.post_id)
+    .where(source_items.c.source_id == bindparam("source_id"), source_items.c.guid.in_(_GUIDS)),
+)
+_UPDATED = ("title", "summary_html", "author", "published_at", "content_hash")
+_UPDATE = (
+    update(posts)
+    .where(_c.id == bindparam("b_id"))
+    .values(
+        title=bindparam("b_title", type_=_c.title.type),
+        summary_html=bindparam("b_summary_html", type_=_c.summary_html.type),
+        author=func.coalesce(bindparam("b_author", type_=_c.author.type), _c.author),
+        published_at=func.coalesce(
+            _c.published_at, bindparam("b_published_at", type_=_c.published_at.type)
+        ),
+        content_hash=bindparam("b_content_hash", type_=_c.content_hash.type),
+    )
+)
+
+
+@dataclass(frozen=True)
+class _Inserts:
+    """The ON CONFLICT DO NOTHING inserts, in one SQL dialect's spelling."""
+
+    posts: Executable
+    post_tags: Executable
+    source_items: Executable
+
+    @classmethod
+    def using(cls, insert: Callable[[Table], postgresql.Insert | sqlite.Insert]) -> _Inserts:
+        return cls(
+            posts=insert(posts)
+            .on_conflict_do_nothing(index_elements=["url"])
+            .returning(_c.url, _c.id),
+            post_tags=insert(post_tags).on_conflict_do_nothing(),
+            source_items=insert(source_items).on_conflict_do_nothing(
+                index_elements=["source_id", "guid"]
+            ),
+        )
+
+
+_INSERTS = {
+    "postgresql": _Inserts.using(postgresql.insert),
+    "sqlite": _Inserts.using(sqlite.insert),
+}
+
+
+def _inserts(session: Session) -> _Inserts:
+    return _INSERTS[session.get_bind().dialect.name]
