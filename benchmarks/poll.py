@@ -19,7 +19,7 @@ with its own ``make_client`` client and engine, poll a shuffled share of the sou
 
 Wall time runs from the moment all workers are ready to the last poll done. Then, in this
 process, the same 2,000 bodies are parsed with feedparser alone (the issue's reference), with
-the service's ``parse_feed``, and with ``parse_feed`` + ``normalize_entry``. Peak RSS is each
+the service's ``parse_feed``, and with ``parse_feed`` + ``normalize_entries``. Peak RSS is each
 worker's VmHWM. ``--profile`` runs worker 0 under cProfile and prints where its time went;
 ``--no-sync-commit`` (a diagnostic) turns off PostgreSQL's WAL flush at commit. Every process
 the script starts is stopped and the database it created is dropped.
@@ -71,7 +71,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import make_engine, session_factory
 from service.feeds.fetch import make_client
-from service.feeds.normalize import normalize_entry
+from service.feeds.normalize import normalize_entries
 from service.feeds.parse import parse_feed
 from service.feeds.poller import poll_source
 from service.feeds.store import tags_for
@@ -587,17 +587,14 @@ def parse_rates(feeds: dict[str, bytes], base_url: str, now: datetime) -> dict[s
 
     def with_normalize(body: bytes) -> int:
         feed = parse_feed(body, content_type=CONTENT_TYPE, url=urls[0])
-        items = [
-            normalize_entry(e, feed_url=urls[0], site_url=feed.link, now=now) for e in feed.entries
-        ]
-        return len(items)
+        return len(normalize_entries(feed.entries, feed_url=urls[0], site_url=feed.link, now=now))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {
             "feedparser": rate("feedparser.parse", bodies, with_feedparser, 60.0),
             "parse_feed": rate("parse_feed", bodies, with_parse_feed, 30.0),
-            "normalize": rate("parse_feed + normalize_entry", bodies, with_normalize, 30.0),
+            "normalize": rate("parse_feed + normalize_entries", bodies, with_normalize, 30.0),
         }
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service.feeds.fetch import FetchFailed, FetchResult, fetch_feed
-from service.feeds.normalize import normalize_entry
+from service.feeds.normalize import normalize_entries
 from service.feeds.parse import parse_feed
 from service.feeds.store import store_items
 from service.feeds.types import FeedError, ParsedFeed
@@ -139,11 +139,7 @@ def _handle(
         outcome.result = "unchanged"  # same bytes: skip the parse
         return _interval(source, None, fetched)
     feed = parse_feed(fetched.body, content_type=fetched.content_type, url=fetched.url)
-    items = [
-        item
-        for entry in feed.entries
-        if (item := normalize_entry(entry, feed_url=fetched.url, site_url=feed.link, now=now))
-    ]
+    items = normalize_entries(feed.entries, feed_url=fetched.url, site_url=feed.link, now=now)
     with session.no_autoflush:  # the source's changes go in one UPDATE at the end, not two
         stored = store_items(session, items, source=source, tags=source.tags, now=now)
     source.title = (feed.title or source.title or "")[:500] or None
