@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    Connection,
     Executable,
     String,
     Table,
@@ -92,22 +93,23 @@ def store_items(
     items: Sequence[Item],
     *,
     source: Source | None,
-    tags: Sequence[Tag],
+    tags: Sequence[Tag | int],
     now: datetime | None = None,
 ) -> StoreResult:
-    """Insert or update ``items``; ``tags`` go on every one (plus categories, if the source
-    turns them into tags). ``source`` is None for posts pushed by the CMS."""
+    """Insert or update ``items``; ``tags`` (or their ids) go on every one, plus categories if
+    the source turns them into tags. ``source`` is None for posts pushed by the CMS."""
     now = now or datetime.now(UTC)
     result = StoreResult()
     unique = list({item.guid: item for item in reversed(items)}.values())[::-1]  # first wins
     if not unique:
         return result
-    if session.new:
-        session.flush()  # objects the caller added (a source, tags) need their ids
+    if session.new or session.dirty:
+        session.flush()  # once, as autoflush would: what follows is Core, on the connection
+    conn = session.connection()
     source_id = source.id if source is not None else None
-    by_guid, by_url, by_any_guid = _existing(session, source_id, unique)
+    by_guid, by_url, by_any_guid = _existing(conn, source_id, unique)
     categories = _category_tags(session, unique) if source and source.categories_as_tags else {}
-    tag_ids = {tag.id for tag in tags}
+    tag_ids = {tag if isinstance(tag, int) else tag.id for tag in tags}
     new: dict[str, _Post] = {}  # by URL, in item order
     edited: dict[int, _Post] = {}
     links: list[tuple[_Post, str]] = []  # this source's GUIDs not yet linked to their post
@@ -130,7 +132,7 @@ def store_items(
             links.append((post, item.guid))
             by_guid[item.guid] = post
         by_url[item.url] = post
-    for post in _insert(session, list(new.values())):
+    for post in _insert(conn, list(new.values())):
         # Another poll stored the same article a moment ago: that post is this one, and
         # it takes this item's text if that differs.
         del new[post.url]
@@ -139,8 +141,9 @@ def store_items(
         if post.content_hash != cast(dict[str, Any], post.values)["content_hash"]:
             edited[cast(int, post.id)] = post
     result.new_post_ids = [cast(int, p.id) for p in new.values()]
-    _update(session, edited.values())
-    _link(session, list({id(p): p for p in by_url.values()}.values()), links, source_id)
+    _update(conn, edited.values())
+    _link(conn, list({id(p): p for p in by_url.values()}.values()), links, source_id)
+    _expire(session, by_url.values())  # every post the batch touched
     return result
 
 
@@ -174,14 +177,14 @@ def _edit(post: _Post, item: Item) -> None:
 
 
 def _existing(
-    session: Session, source_id: int | None, items: Sequence[Item]
+    conn: Connection, source_id: int | None, items: Sequence[Item]
 ) -> tuple[dict[str, _Post], dict[str, _Post], dict[str, _Post]]:
     """The three lookups for the whole batch in one statement of (kind, key, post) rows."""
     params = {"urls": [i.url for i in items], "guids": [i.guid for i in items]}
     if source_id is None:
-        rows = session.execute(_LOOKUP, params)
+        rows = conn.execute(_LOOKUP, params)
     else:
-        rows = session.execute(_LOOKUP_IN_SOURCE, params | {"source_id": source_id})
+        rows = conn.execute(_LOOKUP_IN_SOURCE, params | {"source_id": source_id})
     known: dict[int, _Post] = {}  # one object per post, however many keys reach it
     found: dict[str, dict[str, _Post]] = {"g": {}, "u": {}, "a": {}}
     for kind, key, post_id, url, content_hash in rows:
@@ -199,14 +202,14 @@ def _category_tags(session: Session, items: Sequence[Item]) -> dict[str, Tag]:
     return {tag.slug: tag for tag in tags_for(session, names.values())} if names else {}
 
 
-def _insert(session: Session, new: list[_Post]) -> list[_Post]:
+def _insert(conn: Connection, new: list[_Post]) -> list[_Post]:
     """Insert the new posts and set their ids. Those another poll inserted first come back
     holding the stored post's id and content hash (``values`` still holds this batch's row)."""
     if not new:
         return []
     # Sorted by URL: concurrent batches take the unique index's locks in one order (no deadlock).
     rows = sorted((cast(dict[str, Any], p.values) for p in new), key=lambda r: r["url"])
-    returned = session.execute(_inserts(session).posts, rows)
+    returned = conn.execute(_INSERTS[conn.dialect.name].posts, rows)
     inserted: dict[str, int] = {url: post_id for url, post_id in returned}
     lost = []
     for post in new:
@@ -214,45 +217,42 @@ def _insert(session: Session, new: list[_Post]) -> list[_Post]:
         if post.id is None:
             lost.append(post)
     if lost:
-        stored = session.execute(_BY_URL, {"urls": [p.url for p in lost]})
+        stored = conn.execute(_BY_URL, {"urls": [p.url for p in lost]})
         by_url = {p.url: p for p in lost}
         for url, post_id, content_hash in stored:
             by_url[url].id, by_url[url].content_hash = post_id, content_hash
     return lost
 
 
-def _update(session: Session, edited: Iterable[_Post]) -> None:
+def _update(conn: Connection, edited: Iterable[_Post]) -> None:
     """Edited posts in one executemany UPDATE; the first date and a known author stand."""
     rows = [
         {"b_id": p.id, **{f"b_{k}": cast(dict[str, Any], p.values)[k] for k in _UPDATED}}
         for p in sorted(edited, key=lambda p: cast(int, p.id))  # one lock order
     ]
     if rows:
-        session.execute(_UPDATE, rows)
-        _expire(session, [row["b_id"] for row in rows])
+        conn.execute(_UPDATE, rows)
 
 
 def _link(
-    session: Session, every: list[_Post], links: list[tuple[_Post, str]], source_id: int | None
+    conn: Connection, every: list[_Post], links: list[tuple[_Post, str]], source_id: int | None
 ) -> None:
     """Post tags and source items, one insert each; links that exist already are skipped."""
     pairs = sorted({(cast(int, p.id), tag_id) for p in every for tag_id in p.tag_ids})
     if pairs:
-        session.execute(
-            _inserts(session).post_tags, [{"post_id": p, "tag_id": t} for p, t in pairs]
-        )
-        _expire(session, sorted({p for p, _ in pairs}))
+        rows = [{"post_id": p, "tag_id": t} for p, t in pairs]
+        conn.execute(_INSERTS[conn.dialect.name].post_tags, rows)
     if links and source_id is not None:
-        rows = [{"source_id": source_id, "guid": guid, "post_id": p.id} for p, guid in links]
-        session.execute(_inserts(session).source_items, rows)
+        links_rows = [{"source_id": source_id, "guid": g, "post_id": p.id} for p, g in links]
+        conn.execute(_INSERTS[conn.dialect.name].source_items, links_rows)
 
 
-def _expire(session: Session, post_ids: Iterable[int]) -> None:
+def _expire(session: Session, touched: Iterable[_Post]) -> None:
     """Posts this session already holds reload what the statements above changed."""
     if not session.identity_map:
         return
-    for post_id in post_ids:
-        held = session.identity_map.get(identity_key(Post, post_id))
+    for post in touched:
+        held = session.identity_map.get(identity_key(Post, post.id))
         if held is not None:
             session.expire(held)
 
@@ -317,7 +317,3 @@ _INSERTS = {
     "postgresql": _Inserts.using(postgresql.insert),
     "sqlite": _Inserts.using(sqlite.insert),
 }
-
-
-def _inserts(session: Session) -> _Inserts:
-    return _INSERTS[session.get_bind().dialect.name]

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import Engine, delete, event, func, select, text
 from sqlalchemy.orm import Session
 
 from service import migrate
 from service.db import make_engine, session_factory
-from service.feeds import store
 from service.feeds.store import slugify, store_items, tags_for
 from service.feeds.types import Item
 from service.models import Base, Post, Source, SourceItem, post_tags
@@ -193,29 +189,21 @@ def test_two_polls_racing_for_one_article_make_one_post_with_both_tags(
             ukraine, economy = source(setup, "race-ukraine"), source(setup, "race-economy")
             ids = (ukraine.id, economy.id)
             setup.commit()
-        with factory() as a, factory() as b:
+        with factory() as a, factory() as b, ThreadPoolExecutor(1) as pool:
             feed_a, feed_b = a.get_one(Source, ids[0]), b.get_one(Source, ids[1])
-            looked_up = threading.Event()
-            real_existing = store._existing
-
-            def existing_then_wait(session: Session, *args: Any) -> Any:
-                found = real_existing(session, *args)
-                if session is b:
-                    looked_up.set()
-                return found
-
-            with ThreadPoolExecutor(1) as pool, _patched(store, "_existing", existing_then_wait):
+            try:
                 first = store_items(a, [item(1, url=url)], source=feed_a, tags=feed_a.tags)
                 assert first.new == 1
-                # B has not seen A's row (uncommitted); its insert blocks on A's unique key.
+                # B cannot see A's uncommitted row: its insert waits on A's unique key.
                 b_done = pool.submit(
                     store_items, b, [item(1, url=url, title="Edited")], source=feed_b,
                     tags=feed_b.tags,
                 )  # fmt: skip
-                assert looked_up.wait(10)
-                time.sleep(0.3)  # B is now waiting on A's row lock
+                assert _waits_on_a_lock(engine), "B's insert never waited for A"
                 a.commit()
-                second = b_done.result(timeout=10)
+            finally:
+                a.rollback()  # whatever failed above, B must not wait for A for ever
+            second = b_done.result(timeout=10)
             b.commit()
         assert (second.new, second.unchanged, second.new_post_ids) == (0, 1, [])
         with factory() as check:
@@ -230,11 +218,18 @@ def test_two_polls_racing_for_one_article_make_one_post_with_both_tags(
         engine.dispose()
 
 
-@contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
+def _waits_on_a_lock(engine: Engine, seconds: float = 10.0) -> bool:
+    ends = time.monotonic() + seconds
+    with engine.connect() as conn:
+        while time.monotonic() < ends:
+            waiting = conn.scalar(
+                text(
+                    "select count(*) from pg_stat_activity "
+                    "where datname = current_database() and wait_event_type = 'Lock'"
+                )
+            )
+            conn.rollback()  # a fresh snapshot of pg_stat_activity next time
+            if waiting:
+                return True
+            time.sleep(0.05)
+    return False
