@@ -654,8 +654,8 @@ def _postgres_seconds() -> dict[int, float]:
 
 
 class CpuSampler:
-    def __init__(self, server: int, workers: list[int], backends: Callable[[], set[int]]) -> None:
-        self._server, self._workers, self._backends = server, workers, backends
+    def __init__(self, server: int, backends: Callable[[], set[int]]) -> None:
+        self._server, self._backends = server, backends
         self._ours: set[int] = set()  # every backend seen: the last cycle's close as it ends
 
     def start(self) -> None:
@@ -663,9 +663,11 @@ class CpuSampler:
         self._started = time.perf_counter()
         self._busy = _busy_seconds()
         self._postgres = _postgres_seconds()
-        self._own = {pid: _process_seconds(pid) for pid in [self._server, *self._workers]}
+        self._own = {self._server: _process_seconds(self._server)}
 
-    def stop(self) -> CpuSplit:
+    def stop(self, workers: float) -> CpuSplit:
+        """``workers``: their CPU seconds as they measured them (the last cycle's have exited
+        by now, and /proc forgets them)."""
         wall = time.perf_counter() - self._started
         busy = _busy_seconds() - self._busy
         own = {pid: _process_seconds(pid) - seconds for pid, seconds in self._own.items()}
@@ -676,7 +678,7 @@ class CpuSampler:
         self._ours |= self._backends()
         ours = self._ours
         split = CpuSplit(
-            workers=sum(own[pid] for pid in self._workers),
+            workers=workers,
             server=own[self._server],
             postgres=sum(v for pid, v in postgres.items() if pid in ours),
             other_postgres=sum(v for pid, v in postgres.items() if pid not in ours),
@@ -715,11 +717,7 @@ def run_cycles(
         proc.start()
         processes.append(proc)
     out: dict[str, tuple[list[CycleReport], float, CpuSplit]] = {}
-    server = processes[0]  # started first, by main()
-    workers_started = processes[-workers:]
-    sampler = CpuSampler(
-        cast(int, server.pid), [cast(int, p.pid) for p in workers_started], backends
-    )
+    sampler = CpuSampler(cast(int, processes[0].pid), backends)  # the server, started first
     for name, _now in cycles:
         barrier.wait(timeout=120)
         sampler.start()
@@ -746,7 +744,8 @@ def run_cycles(
             if any(p.exitcode not in (None, 0) for p in processes):
                 raise RuntimeError("a poll worker died")
         wall = time.perf_counter() - started
-        out[name] = (sorted(reports, key=lambda r: r.worker), wall, sampler.stop())
+        split = sampler.stop(sum(r.cpu_seconds for r in reports))
+        out[name] = (sorted(reports, key=lambda r: r.worker), wall, split)
         print(f"  {name} cycle done in {wall:.1f} s", file=sys.stderr, flush=True)
     for proc in processes:
         proc.join(timeout=30)
