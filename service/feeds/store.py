@@ -306,10 +306,12 @@ class _Inserts:
             posts=insert(posts)
             .on_conflict_do_nothing(index_elements=["url"])
             .returning(_c.url, _c.id),
-            post_tags=insert(post_tags).on_conflict_do_nothing(),
-            source_items=insert(source_items).on_conflict_do_nothing(
-                index_elements=["source_id", "guid"]
-            ),
+            # RETURNING (read by no one) makes SQLAlchemy send the rows as one multi-row
+            # INSERT; without it psycopg runs an executemany as one query per row.
+            post_tags=insert(post_tags).on_conflict_do_nothing().returning(post_tags.c.post_id),
+            source_items=insert(source_items)
+            .on_conflict_do_nothing(index_elements=["source_id", "guid"])
+            .returning(source_items.c.id),
         )
 
 
