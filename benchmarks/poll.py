@@ -19,7 +19,7 @@ with its own ``make_client`` client and engine, poll a shuffled share of the sou
 
 Wall time runs from the moment all workers are ready to the last poll done. Then, in this
 process, the same 2,000 bodies are parsed with feedparser alone (the issue's reference), with
-the service's ``parse_feed``, and with ``parse_feed`` + ``normalize_entry``. Peak RSS is each
+the service's ``parse_feed``, and with ``parse_feed`` + ``normalize_entries``. Peak RSS is each
 worker's VmHWM. ``--profile`` runs worker 0 under cProfile and prints where its time went;
 ``--no-sync-commit`` (a diagnostic) turns off PostgreSQL's WAL flush at commit. Every process
 the script starts is stopped and the database it created is dropped.
@@ -71,7 +71,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import make_engine, session_factory
 from service.feeds.fetch import make_client
-from service.feeds.normalize import normalize_entry
+from service.feeds.normalize import normalize_entries
 from service.feeds.parse import parse_feed
 from service.feeds.poller import poll_source
 from service.feeds.store import tags_for
@@ -517,6 +517,17 @@ class Database:
         finally:
             engine.dispose()
 
+    def backend_pids(self) -> set[int]:
+        """The PostgreSQL server processes serving this database (none for SQLite)."""
+        if not self._name:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("select pid from pg_stat_activity where datname = :name"),
+                {"name": self._name},
+            )
+            return {int(pid) for (pid,) in rows}
+
     def describe(self) -> str:
         with self.engine.connect() as conn:
             if conn.dialect.name == "sqlite":
@@ -587,21 +598,96 @@ def parse_rates(feeds: dict[str, bytes], base_url: str, now: datetime) -> dict[s
 
     def with_normalize(body: bytes) -> int:
         feed = parse_feed(body, content_type=CONTENT_TYPE, url=urls[0])
-        items = [
-            normalize_entry(e, feed_url=urls[0], site_url=feed.link, now=now) for e in feed.entries
-        ]
-        return len(items)
+        return len(normalize_entries(feed.entries, feed_url=urls[0], site_url=feed.link, now=now))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {
             "feedparser": rate("feedparser.parse", bodies, with_feedparser, 60.0),
             "parse_feed": rate("parse_feed", bodies, with_parse_feed, 30.0),
-            "normalize": rate("parse_feed + normalize_entry", bodies, with_normalize, 30.0),
+            "normalize": rate("parse_feed + normalize_entries", bodies, with_normalize, 30.0),
         }
 
 
 # -- orchestration ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CpuSplit:
+    """CPU seconds spent during a cycle, by whom: is the feed server (or anyone else) taking
+    a core the pollers could have used?"""
+
+    workers: float = 0.0
+    server: float = 0.0
+    postgres: float = 0.0  # the backends serving this run's database
+    other_postgres: float = 0.0  # other databases' backends, WAL writer, autovacuum, ...
+    rest: float = 0.0  # everything else on the machine (other users of a shared machine)
+    available: float = 0.0  # wall time x CPUs
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """Machine-wide non-idle CPU seconds since boot (Linux /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def _process_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / _TICK
+
+
+def _postgres_seconds() -> dict[int, float]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found[int(entry.name)] = _process_seconds(int(entry.name))
+    return found
+
+
+class CpuSampler:
+    def __init__(self, server: int, backends: Callable[[], set[int]]) -> None:
+        self._server, self._backends = server, backends
+        self._ours: set[int] = set()  # every backend seen: the last cycle's close as it ends
+
+    def start(self) -> None:
+        self._ours |= self._backends()
+        self._started = time.perf_counter()
+        self._busy = _busy_seconds()
+        self._postgres = _postgres_seconds()
+        self._own = {self._server: _process_seconds(self._server)}
+
+    def stop(self, workers: float) -> CpuSplit:
+        """``workers``: their CPU seconds as they measured them (the last cycle's have exited
+        by now, and /proc forgets them)."""
+        wall = time.perf_counter() - self._started
+        busy = _busy_seconds() - self._busy
+        own = {pid: _process_seconds(pid) - seconds for pid, seconds in self._own.items()}
+        postgres = {
+            pid: seconds - self._postgres.get(pid, 0.0)
+            for pid, seconds in _postgres_seconds().items()
+        }
+        self._ours |= self._backends()
+        ours = self._ours
+        split = CpuSplit(
+            workers=workers,
+            server=own[self._server],
+            postgres=sum(v for pid, v in postgres.items() if pid in ours),
+            other_postgres=sum(v for pid, v in postgres.items() if pid not in ours),
+            available=wall * (os.cpu_count() or 1),
+        )
+        split.rest = max(
+            0.0, busy - split.workers - split.server - split.postgres - split.other_postgres
+        )
+        return split
 
 
 def run_cycles(
@@ -612,7 +698,8 @@ def run_cycles(
     threads: int,
     profile: bool,
     processes: list[SpawnProcess],
-) -> dict[str, tuple[list[CycleReport], float]]:
+    backends: Callable[[], set[int]],
+) -> dict[str, tuple[list[CycleReport], float, CpuSplit]]:
     start = datetime.now(UTC).replace(microsecond=0)
     cycles = [("cold", start), ("warm", start + timedelta(minutes=1))]
     shuffled = ids[:]
@@ -629,9 +716,11 @@ def run_cycles(
         )
         proc.start()
         processes.append(proc)
-    out: dict[str, tuple[list[CycleReport], float]] = {}
+    out: dict[str, tuple[list[CycleReport], float, CpuSplit]] = {}
+    sampler = CpuSampler(cast(int, processes[0].pid), backends)  # the server, started first
     for name, _now in cycles:
         barrier.wait(timeout=120)
+        sampler.start()
         with progress.get_lock():
             progress.value = 0
         started = time.perf_counter()
@@ -655,7 +744,8 @@ def run_cycles(
             if any(p.exitcode not in (None, 0) for p in processes):
                 raise RuntimeError("a poll worker died")
         wall = time.perf_counter() - started
-        out[name] = (sorted(reports, key=lambda r: r.worker), wall)
+        split = sampler.stop(sum(r.cpu_seconds for r in reports))
+        out[name] = (sorted(reports, key=lambda r: r.worker), wall, split)
         print(f"  {name} cycle done in {wall:.1f} s", file=sys.stderr, flush=True)
     for proc in processes:
         proc.join(timeout=30)
@@ -732,7 +822,9 @@ def main() -> int:
         upgrade(db.engine)
         ids = register_sources(db, base_url)
         print(f"{len(ids)} sources registered; polling ...", file=sys.stderr, flush=True)
-        cycles = run_cycles(ctx, db.url, ids, args.workers, args.threads, args.profile, processes)
+        cycles = run_cycles(
+            ctx, db.url, ids, args.workers, args.threads, args.profile, processes, db.backend_pids
+        )
         posts, links, multi = stored_counts(db)
         print("parse-only references (this process, one core) ...", file=sys.stderr, flush=True)
         rates = parse_rates(feeds, base_url, base + timedelta(minutes=10))
@@ -748,13 +840,13 @@ def main() -> int:
 
 def report(
     args: argparse.Namespace,
-    cycles: dict[str, tuple[list[CycleReport], float]],
+    cycles: dict[str, tuple[list[CycleReport], float, CpuSplit]],
     rates: dict[str, float],
     stored: tuple[int, int, int],
     sizes: list[int],
     database: str,
 ) -> None:
-    (cold, cold_wall), (warm, warm_wall) = cycles["cold"], cycles["warm"]
+    (cold, cold_wall, cold_cpu), (warm, warm_wall, warm_cpu) = cycles["cold"], cycles["warm"]
     posts, links, multi = stored
 
     def results(reports: list[CycleReport]) -> str:
@@ -772,6 +864,14 @@ def report(
         polls = sum(r.polls for r in reports) or 1
         statements, commits = (sum(r.statements for r in reports), sum(r.commits for r in reports))
         return f"{statements / polls:.1f}, {commits / polls:.1f}"
+
+    def cpu(split: CpuSplit, polls: int) -> str:
+        ms = [1000 * v / (polls or 1) for v in (split.workers, split.server, split.postgres)]
+        return (
+            f"{ms[0]:.1f} + {ms[1]:.2f} + {ms[2]:.1f} ms; of {split.available:.0f} CPU s: "
+            f"pollers {split.workers:.1f}, server {split.server:.1f}, PostgreSQL "
+            f"{split.postgres:.1f} (+{split.other_postgres:.1f} other), rest {split.rest:.1f}"
+        )
 
     def busy(reports: list[CycleReport]) -> str:
         return ", ".join(f"{r.seconds:.1f} / {r.cpu_seconds:.1f}" for r in reports)
@@ -796,6 +896,8 @@ def report(
         ("SQL statements, commits per poll",
          f"cold {per_poll(cold)}; warm {per_poll(warm)}"),
         ("worker wall s / CPU s", f"cold {busy(cold)}; warm {busy(warm)}"),
+        ("cold CPU/poll: pollers + server + PG", cpu(cold_cpu, sum(r.polls for r in cold))),
+        ("warm CPU/poll: pollers + server + PG", cpu(warm_cpu, sum(r.polls for r in warm))),
         ("worker peak RSS MB, cold / warm", rss),
         ("posts stored (expected)",
          f"{posts:,} ({expected:,}); {links:,} post-tags, {multi:,} posts with 2+ tags"),

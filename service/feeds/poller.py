@@ -8,6 +8,7 @@ for operators, and one broken feed never stops the others.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -16,17 +17,18 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.feeds.fetch import FetchFailed, FetchResult, fetch_feed
-from service.feeds.normalize import normalize_entry
+from service.feeds.normalize import normalize_entries
 from service.feeds.parse import parse_feed
 from service.feeds.store import store_items
 from service.feeds.types import FeedError, ParsedFeed
-from service.models import Source
+from service.models import Source, source_tags
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +61,17 @@ def claim(session: Session, source_id: int, now: datetime) -> Source | None:
     """Take the source's lease; None if it is disabled, gone, or being polled elsewhere.
 
     One statement (UPDATE … RETURNING) and one commit: a 304 poll should cost little more.
+    The source comes back detached from the session: the poll changes it as it goes and
+    writes what it changed in one UPDATE at the end (`_save`).
     """
-    source = session.scalars(
-        update(Source)
-        .where(
-            Source.id == source_id,
-            Source.enabled.is_(True),
-            or_(Source.lease_until.is_(None), Source.lease_until < now),
-        )
-        .values(lease_until=now + LEASE)
-        .returning(Source),
-        execution_options={"synchronize_session": False},
-    ).one_or_none()
+    claimed = (
+        session.connection()
+        .execute(_CLAIM, {"source_id": source_id, "now": now, "until": now + LEASE})
+        .mappings()
+        .one_or_none()
+    )
     session.commit()  # no transaction (nor SQLite's write lock) held across the fetch
-    return source
+    return None if claimed is None else Source(**claimed)
 
 
 def poll_source(
@@ -88,6 +87,7 @@ def poll_source(
         source = claim(session, source_id, now)
         if source is None:
             return PollOutcome(source_id, "", "busy")
+        claimed = _written(source)
         conditional = not (
             source.last_unconditional_at is None
             or now - source.last_unconditional_at >= UNCONDITIONAL_EVERY
@@ -118,9 +118,54 @@ def poll_source(
         source.next_poll_at = now + _jittered(delay)
         source.last_result = outcome.describe()[:200]
         source.lease_until = None
+        _save(session, source, claimed)
         session.commit()
     log.info("polled", extra={"source_id": outcome.source_id, "result": outcome.describe()})
     return outcome
+
+
+# What a poll may change on its source. Only what it did change is written, so an operator's
+# edit made during the fetch (disabling the source, say) is not written over.
+_POLL_WRITES = (
+    "url", "title", "enabled", "etag", "last_modified", "body_hash", "next_poll_at",
+    "last_polled_at", "first_polled_at", "consecutive_errors", "last_error", "last_result",
+    "lease_until", "last_unconditional_at",
+)  # fmt: skip
+
+
+def _written(source: Source) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in _POLL_WRITES}
+
+
+def _save(session: Session, source: Source, claimed: dict[str, Any]) -> None:
+    changed = {k: v for k, v in _written(source).items() if v != claimed[k]}
+    if changed:
+        session.connection().execute(_update(tuple(changed)), {"source_id": source.id, **changed})
+
+
+@functools.cache
+def _update(columns: tuple[str, ...]) -> Update:
+    # A handful of shapes (new posts, 304, error, ...), each built once.
+    c = _sources.c
+    return (
+        update(_sources)
+        .where(c.id == bindparam("source_id"))
+        .values({name: bindparam(name, type_=c[name].type) for name in columns})
+    )
+
+
+_sources = cast(Table, Source.__table__)
+_CLAIM = (
+    update(_sources)
+    .where(
+        _sources.c.id == bindparam("source_id"),
+        _sources.c.enabled.is_(True),
+        or_(_sources.c.lease_until.is_(None), _sources.c.lease_until < bindparam("now")),
+    )
+    .values(lease_until=bindparam("until", type_=_sources.c.lease_until.type))
+    .returning(*_sources.c)
+)
+_TAG_IDS = select(source_tags.c.tag_id).where(source_tags.c.source_id == bindparam("source_id"))
 
 
 def _handle(
@@ -139,12 +184,9 @@ def _handle(
         outcome.result = "unchanged"  # same bytes: skip the parse
         return _interval(source, None, fetched)
     feed = parse_feed(fetched.body, content_type=fetched.content_type, url=fetched.url)
-    items = [
-        item
-        for entry in feed.entries
-        if (item := normalize_entry(entry, feed_url=fetched.url, site_url=feed.link, now=now))
-    ]
-    stored = store_items(session, items, source=source, tags=source.tags, now=now)
+    items = normalize_entries(feed.entries, feed_url=fetched.url, site_url=feed.link, now=now)
+    tag_ids = session.connection().execute(_TAG_IDS, {"source_id": source.id}).scalars().all()
+    stored = store_items(session, items, source=source, tags=tag_ids, now=now)
     source.title = (feed.title or source.title or "")[:500] or None
     source.body_hash = body_hash
     outcome.new, outcome.updated = stored.new, stored.updated

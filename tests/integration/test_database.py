@@ -249,3 +249,15 @@ def test_sqlite_migrations_run_with_foreign_keys_off_and_restore_them(tmp_path: 
     with engine.connect() as conn:  # the pooled connection has them back on
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_plans_each_statement_for_its_values(postgres_url: str) -> None:
+    # A generic plan kept from when a table was empty turns lookups into sequential scans.
+    engine = make_engine(postgres_url, connect_args={"options": "-c work_mem=8MB"})
+    with engine.connect() as conn:
+        settings = conn.exec_driver_sql(
+            "select current_setting('plan_cache_mode'), current_setting('work_mem')"
+        ).one()
+    engine.dispose()
+    assert tuple(settings) == ("force_custom_plan", "8MB")  # options given are kept

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session
 
 from service.db import session_factory
 from service.feeds import poller
-from service.feeds.fetch import make_client
+from service.feeds.fetch import fetch_feed, make_client
 from service.feeds.store import tags_for
 from service.models import Base, Post, Source
 
@@ -221,3 +221,70 @@ def test_due_sources_are_held_while_their_poll_is_queued(sessions: Callable[[], 
         session.commit()
     with sessions() as session:
         assert poller.due_sources(session, NOW + timedelta(minutes=1)) == []
+
+
+def test_a_cold_poll_costs_seven_statements_and_two_commits(
+    site: tuple[Site, str],
+    sessions: Callable[[], Session],
+    client: httpx.Client,
+    engine: Engine,
+) -> None:
+    fake, base = site
+    fake.routes["/feed"] = (200, {}, rss([(f"story-{n}", f"Story {n}") for n in range(10)]))
+    source_id = add_source(sessions, f"{base}/feed")
+    statements: list[str] = []
+    commits: list[object] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE, sent as a statement
+            statements.append(" ".join(statement.split()[:3]))
+
+    def commit(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", commit)
+    try:
+        outcome = poller.poll_source(sessions, client, source_id, now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "commit", commit)
+    assert (outcome.result, outcome.new) == ("new", 10)
+    # The claim, the source's tags, one lookup, three inserts, the source's new state.
+    assert statements == [
+        "UPDATE sources SET",
+        "SELECT source_tags.tag_id FROM",
+        "SELECT 'u', posts.url,",
+        "INSERT INTO posts",
+        "INSERT INTO post_tags",
+        "INSERT INTO source_items",
+        "UPDATE sources SET",
+    ], statements
+    assert len(commits) == 2
+
+
+def test_an_operators_edit_during_the_fetch_stands(
+    site: tuple[Site, str],
+    sessions: Callable[[], Session],
+    client: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, base = site
+    fake.routes["/feed"] = (200, {}, rss([("tram", "Tram")]))
+    source_id = add_source(sessions, f"{base}/feed")
+
+    def disabled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        with sessions() as session:  # the operator, while the poll waits for the site
+            session.execute(
+                update(Source)
+                .where(Source.id == source_id)
+                .values(enabled=False, interval_seconds=3600)
+            )
+            session.commit()
+        return fetch_feed(*args, **kwargs)
+
+    monkeypatch.setattr(poller, "fetch_feed", disabled_meanwhile)
+    assert poller.poll_source(sessions, client, source_id, now=NOW).result == "new"
+    src = state(sessions, source_id)
+    assert (src.enabled, src.interval_seconds) == (False, 3600)  # not written over by the poll
+    assert (src.last_result, src.lease_until, src.last_polled_at) == ("1 new, 0 updated", None, NOW)

@@ -16,12 +16,13 @@ from service.feeds.normalize import (
     SUMMARY_TEXT_LIMIT,
     canonical_url,
     entry_guid,
+    normalize_entries,
     normalize_entry,
     plain_text,
     sanitize_html,
 )
 from service.feeds.parse import parse_feed
-from service.feeds.types import FeedEntry, Item
+from service.feeds.types import FeedEntry, FeedError, Item
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "feeds"
 PORTAL = "https://harbourtown-herald.example"
@@ -306,3 +307,36 @@ def test_encoded_feeds_normalize_to_readable_text() -> None:
     assert cyrillic.title == "Паром меняет расписание"
     assert latin is not None
     assert "Façade rénovée" in latin.summary_html
+
+
+def test_a_feed_normalized_at_once_matches_entry_by_entry() -> None:
+    for path in sorted(FIXTURES.iterdir()):
+        try:
+            feed = parse_feed(path.read_bytes())
+        except FeedError:
+            continue
+        one_by_one = [normalize(e, feed.link) for e in feed.entries]
+        at_once = normalize_entries(feed.entries, feed_url=FEED_URL, site_url=feed.link, now=NOW)
+        assert at_once == [item for item in one_by_one if item is not None], path.name
+
+
+@pytest.mark.parametrize("guid", ["////x]", "////javascript:alert(1)]"])
+def test_a_guid_that_only_looks_like_a_broken_host_is_no_url(guid: str) -> None:
+    # Canonicalized, it read as an unclosed IPv6 host, and urlsplit's ValueError escaped.
+    assert normalize(FeedEntry(guid=guid, title="x")) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://h.example/a;", "https://h.example/a"),  # urljoin drops an empty ";params"
+        ("https://H.example./a", "https://h.example/a"),
+        ("https://.//h.example/a", "https://h.example/a"),  # no host left: the path's is used
+        ("https://u:p@H.example:443/a", "https://u:p@h.example/a"),
+        ("https://[::1]:8443/a", "https://[::1]:8443/a"),
+    ],
+)
+def test_absolute_links_against_the_site_keep_their_old_spelling(url: str, expected: str) -> None:
+    item = normalize(FeedEntry(link=url, title="x"))
+    assert item is not None
+    assert item.url == expected
