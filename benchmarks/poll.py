@@ -54,7 +54,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -62,7 +62,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -318,20 +318,26 @@ def _responses(feeds: dict[str, bytes]) -> dict[bytes, tuple[bytes, bytes, bytes
 
 def serve(feeds: dict[str, bytes], conn: Connection) -> None:
     """The server process: bind 127.0.0.1 on a free port, send the port, serve until SIGTERM."""
+    responses = _responses(feeds)
+    del feeds
+    serve_until_sigterm(lambda: _FeedServer(responses), conn, backlog=1024)
+
+
+def serve_until_sigterm(
+    protocol: Callable[[], asyncio.BaseProtocol], conn: Connection, backlog: int = 128
+) -> None:
+    """Serve ``protocol`` on 127.0.0.1 (uvloop when installed) on a free port, send the port
+    through ``conn``, and stop at SIGTERM."""
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    responses = _responses(feeds)
-    del feeds
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-        server = await loop.create_server(
-            lambda: _FeedServer(responses), "127.0.0.1", 0, backlog=1024
-        )
+        server = await loop.create_server(protocol, "127.0.0.1", 0, backlog=backlog)
         conn.send(server.sockets[0].getsockname()[1])
         async with server:
             await stop
@@ -494,7 +500,9 @@ class _Lines:
 class Database:
     """A fresh database for the run, dropped by close()."""
 
-    def __init__(self, sqlite: bool, pg_url: str, tmp: Path, sync_commit: bool = True) -> None:
+    def __init__(
+        self, sqlite: bool, pg_url: str, tmp: Path, sync_commit: bool = True, prefix: str = "poll"
+    ) -> None:
         self._admin_url = ""
         self._name = ""
         if sqlite:
@@ -502,7 +510,7 @@ class Database:
         else:
             admin = make_url(pg_url)
             self._admin_url = admin.render_as_string(hide_password=False)
-            self._name = f"bench_poll_{os.getpid()}_{secrets.token_hex(3)}"
+            self._name = f"bench_{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
             self._admin(f'CREATE DATABASE "{self._name}"')
             if not sync_commit:  # a diagnostic: how much of a poll is waiting for WAL fsync
                 self._admin(f'ALTER DATABASE "{self._name}" SET synchronous_commit = off')
@@ -724,25 +732,7 @@ def run_cycles(
         with progress.get_lock():
             progress.value = 0
         started = time.perf_counter()
-        reports: list[CycleReport] = []
-        last_print = started
-        while len(reports) < workers:
-            with contextlib.suppress(queue.Empty):
-                reports.append(results.get(timeout=0.5))
-            now = time.perf_counter()
-            if now - last_print >= 3 and len(reports) < workers:
-                last_print = now
-                done = progress.value
-                print(
-                    f"  {name}: {done}/{len(ids)} polls, {now - started:.0f} s, "
-                    f"{done / (now - started):.0f}/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if now - started > CYCLE_LIMIT:
-                raise RuntimeError(f"{name} cycle still running after {CYCLE_LIMIT:.0f} s")
-            if any(p.exitcode not in (None, 0) for p in processes):
-                raise RuntimeError("a poll worker died")
+        reports = collect(results, workers, processes, started, progress, f"{name}: ", len(ids))
         wall = time.perf_counter() - started
         split = sampler.stop(sum(r.cpu_seconds for r in reports))
         out[name] = (sorted(reports, key=lambda r: r.worker), wall, split)
@@ -750,6 +740,43 @@ def run_cycles(
     for proc in processes:
         proc.join(timeout=30)
     return out
+
+
+Report = TypeVar("Report")
+
+
+def collect(
+    results: mp.Queue[Report],
+    count: int,
+    processes: Sequence[SpawnProcess],
+    started: float,
+    progress: Any,
+    label: str,
+    total: int,
+    limit: float = CYCLE_LIMIT,
+) -> list[Report]:
+    """Wait for ``count`` workers' reports, printing progress (``progress``: a shared counter
+    of the ``total`` items) every 3 s; a phase past ``limit`` s or a dead worker ends the run."""
+    reports: list[Report] = []
+    last_print = started
+    while len(reports) < count:
+        with contextlib.suppress(queue.Empty):
+            reports.append(results.get(timeout=0.5))
+        now = time.perf_counter()
+        if now - last_print >= 3 and len(reports) < count:
+            last_print = now
+            done = progress.value
+            print(
+                f"  {label}{done:,}/{total:,} done, {now - started:.0f} s, "
+                f"{done / (now - started):,.0f}/s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if now - started > limit:
+            raise RuntimeError(f"{label}still running after {limit:.0f} s")
+        if len(reports) < count and any(p.exitcode not in (None, 0) for p in processes):
+            raise RuntimeError(f"{label}a worker died")
+    return reports
 
 
 def versions() -> str:
@@ -778,25 +805,35 @@ def stop(proc: SpawnProcess) -> None:
         proc.join(5)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="polling processes (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="polling threads per process")
-    parser.add_argument("--sqlite", action="store_true", help="a temp SQLite file, not PostgreSQL")
+def database_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark on PostgreSQL takes."""
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="server to create the database on")
-    parser.add_argument("--full-text", action="store_true", help="add content:encoded bodies")
     parser.add_argument("--profile", action="store_true", help="cProfile worker 0, print top")
     parser.add_argument(
         "--no-sync-commit",
         action="store_true",
         help="diagnostic: PostgreSQL database with synchronous_commit=off",
     )
-    args = parser.parse_args()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the script through its `finally` blocks: children stopped, databases gone."""
 
     def _terminate(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="polling processes (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="polling threads per process")
+    parser.add_argument("--sqlite", action="store_true", help="a temp SQLite file, not PostgreSQL")
+    parser.add_argument("--full-text", action="store_true", help="add content:encoded bodies")
+    database_options(parser)
+    args = parser.parse_args()
+    exit_on_sigterm()
     ctx = mp.get_context("spawn")
     tmp = Path(tempfile.mkdtemp(prefix="bench-poll-"))
     processes: list[SpawnProcess] = []

@@ -1,19 +1,33 @@
 """Render once per distinct body, personalize per reader.
 
-A body depends on the edition, the template, the posts the reader gets, the order of the
-reader's followed tags and the reader's time zone (times are shown local); readers who share
-those share one render (Jinja2, CSS inlining and MIME encoding) and differ only in their
-To, Message-ID and signed links, which `PreparedMessage.personalize` fills in by joining
-bytes. Measured here: a full render and build ran ~320 messages/s a core, a personalize over
-18,000/s.
+A body depends on the template, the posts the reader gets, the order of the reader's followed
+tags and the reader's time zone (times are shown local). It is built in three steps:
+
+1. The layout: the template rendered (Jinja2 and CSS inlining) and MIME-encoded, with a slot
+   where each post's local time goes: the costly part, ~2 ms. It depends on neither the zone
+   nor the send time, so a worker process keeps recent ones across batches and editions,
+   compressed (`LAYOUT_CACHE`).
+2. The body: the layout with the zone's times filled in by joining bytes, ~0.1 ms; once per
+   batch for each distinct set of shown times, so zones that show the same times (Paris and
+   Berlin) share it.
+3. The message: `PreparedMessage.personalize` adds the reader's To, Message-ID and signed
+   links, ~0.03 ms.
+
+A body so made carries the text a render in the reader's zone gives: the first layout of each
+template in a process is checked against a full render, and a template that does more with a
+time than print it, or a time that HTML escaping would change, is rendered per zone instead.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
+import string
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from service.config import Settings
@@ -23,19 +37,37 @@ from service.mail import (
     DkimSigner,
     OutgoingMessage,
     PreparedMessage,
+    Rendered,
     make_message_id,
     prepare,
     render,
     slot,
 )
+from service.mail.message import EncodedBody, PackedBody
 from service.models import Edition, EditionKind, Schedule
 from service.readers.tokens import Purpose, TokenData, Tokens
 
-__all__ = ["MAX_ITEMS", "Composer"]
+__all__ = ["LAYOUT_CACHE", "MAX_ITEMS", "Composer"]
 
 MAX_ITEMS = 25  # more than this and the mail links to the site instead
 HEADLINES = 5
-_CACHE_SIZE = 512
+_CACHE_SIZE = 512  # bodies per batch
+# Layouts a worker process keeps, compressed (~10 KB each): enough for every distinct tag set
+# of 100,000 readers following 1-4 of 20 tags (~3,500).
+LAYOUT_CACHE = 4096
+
+# The time slots' names carry a nonce, so no post can hold one ("%%nl:t<nonce>_aa%%").
+_NONCE = "".join(secrets.choice(string.ascii_lowercase) for _ in range(12))
+_TIMES = tuple(f"t{_NONCE}_{a}{b}" for a in "ab" for b in string.ascii_lowercase)[:MAX_ITEMS]
+_TIME_SLOTS = tuple(slot(t) for t in _TIMES)
+# Times that come out of Jinja's escaping, the CSS inliner and html.escape unchanged.
+_PLAIN = re.compile(r"[\w ,.:+-]*")
+
+# (template, site, base URL, title, followed tags, shown posts, number of posts) -> layout
+_LayoutKey = tuple[str, str, str, str, tuple[tuple[int, str, str], ...], tuple[PostView, ...], int]
+_layouts: OrderedDict[_LayoutKey, PackedBody] = OrderedDict()
+_layouts_lock = threading.Lock()
+_checked: dict[str, bool] = {}  # template -> its layouts give what a full render gives
 
 
 @dataclass(frozen=True)
@@ -67,8 +99,10 @@ class Composer:
         self.tokens = tokens or Tokens(settings)
         self.signer = signer
         self.now = now
-        self.renders = 0
+        self.renders = 0  # full renders (Jinja2 and CSS inlining) this composer did
         self._bodies: OrderedDict[_BodyKey, PreparedMessage] = OrderedDict()
+        self._by_times: dict[tuple[_LayoutKey, tuple[str, ...]], PreparedMessage] = {}
+        self._layouts: dict[_LayoutKey, PreparedMessage] = {}  # this batch's, headers added
 
     @property
     def template(self) -> str:
@@ -98,43 +132,96 @@ class Composer:
         if body is not None:
             self._bodies.move_to_end(key)
             return body
-        body = self._render(key, posts, followed)
+        shown = tuple(posts[:MAX_ITEMS])
+        tz = zone(key.timezone)
+        times = tuple(_local_time(p.when, tz) for p in shown)
+        layout_key: _LayoutKey = (
+            key.template,
+            self.settings.display_name,
+            self.settings.base_url,
+            self._title(),
+            tuple((t, *self.tags[t]) for t in followed),
+            shown,
+            len(posts),
+        )
+        body = self._by_times.get((layout_key, times))
+        if body is None:
+            body = self._filled(layout_key, times)
+            if len(self._by_times) >= _CACHE_SIZE:
+                self._by_times.clear()
+            self._by_times[layout_key, times] = body
         self._bodies[key] = body
         if len(self._bodies) > _CACHE_SIZE:
             self._bodies.popitem(last=False)
         return body
 
-    def _render(
-        self, key: _BodyKey, posts: Sequence[PostView], followed: tuple[int, ...]
-    ) -> PreparedMessage:
+    def _filled(self, key: _LayoutKey, times: tuple[str, ...]) -> PreparedMessage:
+        """The body for ``times``: the layout with the times put in, when that gives the same
+        as a render with them."""
+        template = key[0]
+        if _checked.get(template) is False or not all(_PLAIN.fullmatch(t) for t in times):
+            return self._prepare(self._render(key, times))
+        body = self._layout(key).fill(dict(zip(_TIMES, times, strict=False)))
+        if template not in _checked:  # once per template and process
+            direct = self._render(key, times)
+            _checked[template] = body.rendered == direct
+            if not _checked[template]:
+                with _layouts_lock:
+                    _layouts.clear()
+                self._layouts.clear()
+                return self._prepare(direct)
+        return body
+
+    def _layout(self, key: _LayoutKey) -> PreparedMessage:
+        prepared = self._layouts.get(key)
+        if prepared is not None:
+            return prepared
+        with _layouts_lock:
+            packed = _layouts.get(key)
+            if packed is not None:
+                _layouts.move_to_end(key)
+        if packed is not None:
+            body = packed.unpack()
+        else:
+            body = EncodedBody.encode(self._render(key, _TIME_SLOTS[: len(key[5])]))
+            with _layouts_lock:
+                _layouts[key] = body.pack()
+                if len(_layouts) > LAYOUT_CACHE:
+                    _layouts.popitem(last=False)
+        prepared = self._layouts[key] = self._prepare(body)
+        if len(self._layouts) > _CACHE_SIZE:
+            self._layouts.clear()
+        return prepared
+
+    def _render(self, key: _LayoutKey, times: tuple[str, ...]) -> Rendered:
         self.renders += 1
-        shown = list(posts[:MAX_ITEMS])
-        tz = zone(key.timezone)
-        views = {p.id: _item(p, tz) for p in shown}
+        template, site, base, title, followed, shown, total = key
+        views = {p.id: _item(p, time) for p, time in zip(shown, times, strict=True)}
         groups: list[dict[str, Any]] = []
         placed: set[int] = set()
-        for tag_id in followed:  # a post in two followed tags is listed once, under the first
+        for tag_id, name, _slug in followed:  # a post in two followed tags: under the first
             items = [views[p.id] for p in shown if tag_id in p.tag_ids and p.id not in placed]
             placed.update(p.id for p in shown if tag_id in p.tag_ids)
             if items:
-                groups.append({"name": self.tags[tag_id][0], "posts": items})
-        site = self.settings.display_name
-        base = self.settings.base_url
-        first_tag = self.tags[followed[0]][1] if followed else ""
+                groups.append({"name": name, "posts": items})
+        first_tag = followed[0][2] if followed else ""
         context: dict[str, Any] = {
             "site_name": site,
             "base_url": base,
-            "schedule_title": self._title(),
-            "total": len(posts),
+            "schedule_title": title,
+            "total": total,
             "headlines": [views[p.id] for p in shown[:HEADLINES]],
             "groups": groups,
-            "tag_names": [self.tags[t][0] for t in followed],
-            "more_count": max(0, len(posts) - MAX_ITEMS),
+            "tag_names": [name for _id, name, _slug in followed],
+            "more_count": max(0, total - MAX_ITEMS),
             "more_url": f"{base}/archive/{first_tag}" if first_tag else base,
             "unsubscribe_url": slot("unsubscribe_url"),
             "preferences_url": slot("preferences_url"),
         }
-        rendered = render(key.template, context)
+        return render(template, context)
+
+    def _prepare(self, rendered: Rendered | EncodedBody) -> PreparedMessage:
+        site = self.settings.display_name
         list_name = self.schedule.name if self.schedule is not None else str(self.edition.kind)
         return prepare(
             rendered,
@@ -150,12 +237,16 @@ class Composer:
         return "news alert" if self.edition.kind == EditionKind.INSTANT else "breaking news"
 
 
-def _item(post: PostView, tz: Any) -> dict[str, Any]:
-    local = post.when.astimezone(tz)
+def _local_time(when: datetime, tz: tzinfo) -> str:
+    local = when.astimezone(tz)
+    return local.strftime("%a %d %b, %H:%M ") + (local.tzname() or "")
+
+
+def _item(post: PostView, time: str) -> dict[str, Any]:
     return {
         "title": post.title,
         "url": post.url,
         "excerpt": post.excerpt,
         "author": post.author,
-        "time": local.strftime("%a %d %b, %H:%M ") + (local.tzname() or ""),
+        "time": time,
     }

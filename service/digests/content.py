@@ -169,16 +169,22 @@ def posts_for(
         return {r.delivery_id: [] for r in readers}
     candidates = _candidates(session, edition, wanted_tags, readers, until)
     got = _ledger(session, [r.subscriber_id for r in readers], candidates, claimed_by)
+    # Readers with the same tags and window are owed the same posts: filter once per group.
+    owed: dict[tuple[frozenset[int], datetime | None], list[PostView]] = {}
     picked: dict[int, list[PostView]] = {}
     for reader in readers:
-        posts = [
-            p
-            for p in candidates
-            if p.tag_ids & reader.tag_ids
-            and (reader.subscriber_id, p.id) not in got
-            and _in_window(p, reader.since, until)
-        ]
-        picked[reader.delivery_id] = posts
+        group = (reader.tag_ids, reader.since)
+        posts = owed.get(group)
+        if posts is None:
+            posts = owed[group] = [
+                p
+                for p in candidates
+                if p.tag_ids & reader.tag_ids and _in_window(p, reader.since, until)
+            ]
+        sub = reader.subscriber_id
+        picked[reader.delivery_id] = (
+            [p for p in posts if (sub, p.id) not in got] if got else list(posts)
+        )
     return picked
 
 
@@ -230,8 +236,26 @@ def _candidates(
         if pid not in posts:
             excerpt = plain_text(summary, EXCERPT_CHARS)
             posts[pid] = PostView(pid, title, url, excerpt, author, at, seen, frozenset())
-    views = [PostView(**{**p.__dict__, "tag_ids": frozenset(tags[p.id])}) for p in posts.values()]
+    views = [
+        _canonical(PostView(**{**p.__dict__, "tag_ids": frozenset(tags[p.id])}))
+        for p in posts.values()
+    ]
     return sorted(views, key=lambda p: (p.when, p.id), reverse=True)
+
+
+# One object per post (and version) however many batches load it: the bodies a worker keeps
+# (compose) name their posts, and would otherwise keep every batch's copy.
+_views: dict[PostView, PostView] = {}
+_VIEWS = 4096
+
+
+def _canonical(view: PostView) -> PostView:
+    kept = _views.get(view)
+    if kept is None:
+        if len(_views) >= _VIEWS:
+            _views.clear()
+        kept = _views[view] = view
+    return kept
 
 
 def _ledger(

@@ -135,3 +135,29 @@ def test_parts_view_for_json_apis_is_personalized() -> None:
     assert 'href="https://u/1?x=1&amp;y=2"' in out.parts.html
     assert dict(out.parts.headers)["List-Unsubscribe"] == "<https://u/1?x=1&y=2>"
     assert out.parts.template is prepared
+
+
+def test_list_unsubscribe_carries_its_url_in_clear_on_the_wire() -> None:
+    # A long URL cannot be folded; it must not become RFC 2047 encoded words either, which
+    # mailbox providers do not decode in List-Unsubscribe (one-click would be lost).
+    head = personalize_for(5).partition(b"\r\n\r\n")[0]
+    lines = head.replace(b"\r\n ", b" ").split(b"\r\n")  # unfolded (RFC 5322 2.2.3)
+    url = "https://courier.example/unsubscribe/tok5-" + "x" * 120 + "?a=1&b=2"
+    assert f"List-Unsubscribe: <{url}>, <mailto:unsubscribe@courier.example>".encode() in lines
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+
+
+def test_slots_filled_for_a_group_then_per_reader() -> None:
+    rendered = Rendered("S", f"At {slot('when')}.\n{UNSUB}\n", f"<p>At {slot('when')}</p>{UNSUB}")
+    shared = prepare(rendered, mail_from="n@courier.example", list_id="L <l.example>")
+    zone = shared.fill({"when": "Sun 29 Mar, 07:00 CEST"})
+    assert shared.slots == {"when", "unsubscribe_url"}
+    assert zone.slots == {"unsubscribe_url"}
+    msg = parse(
+        zone.personalize(to="a@example.com", message_id="<1@x>", unsubscribe_url="https://u").data
+    )
+    assert bodies(msg) == (
+        "At Sun 29 Mar, 07:00 CEST.\nhttps://u\n",
+        "<p>At Sun 29 Mar, 07:00 CEST</p>https://u\n",
+    )
+    assert zone.rendered.text == f"At Sun 29 Mar, 07:00 CEST.\n{UNSUB}\n"
