@@ -53,6 +53,7 @@ import secrets
 import shutil
 import signal
 import smtplib
+import socket
 import sys
 import tempfile
 import time
@@ -558,12 +559,15 @@ def sink(kind: str, counters: tuple[Any, Any], conn: Connection) -> None:
     if kind == "aiosmtpd":
         from aiosmtpd.controller import Controller
 
+        with socket.socket() as probe:  # the Controller checks its port by connecting: not 0
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         controller = Controller(
-            _AiosmtpdHandler(counters), hostname="127.0.0.1", port=0, data_size_limit=0
+            _AiosmtpdHandler(counters), hostname="127.0.0.1", port=port, data_size_limit=0
         )
         controller.start()
-        server: Any = controller.server
-        conn.send(server.sockets[0].getsockname()[1])
+        conn.send(port)
         signal.sigwait({signal.SIGTERM})
         controller.stop()
         return
