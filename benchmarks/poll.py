@@ -30,7 +30,7 @@ the script starts is stopped and the database it created is dropped.
 
 Run from the repository root (about 1-2 minutes)::
 
-    .venv/bin/python benchmarks/poll.py [--workers 2] [--threads 1] [--sqlite] [--full-text]
+    .venv/bin/python benchmarks/poll.py [--workers 2] [--threads 2] [--sqlite] [--full-text]
                                         [--profile] [--no-sync-commit]
 """
 
@@ -815,7 +815,11 @@ def stop(proc: SpawnProcess) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="polling processes (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="polling threads per process")
+    # Two threads: one polls while the other waits on a commit or the network (the warm cycle
+    # goes from about 680 to 900-1,000 polls/s, the cold one gains about 10%).
+    parser.add_argument(
+        "--threads", type=int, default=2, help="polling threads per process (default 2)"
+    )
     parser.add_argument("--sqlite", action="store_true", help="a temp SQLite file, not PostgreSQL")
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="server to create the database on")
     parser.add_argument("--full-text", action="store_true", help="add content:encoded bodies")
