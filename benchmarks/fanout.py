@@ -32,7 +32,7 @@ ours / baseline.
 ``--no-sync-commit`` (a diagnostic) turns off PostgreSQL's WAL flush at commit. Every process
 the script starts is stopped and every database it created is dropped.
 
-Run from the repository root (about 2-3 minutes)::
+Run from the repository root (6-10 minutes with --scale-check)::
 
     .venv/bin/python benchmarks/fanout.py [--readers 100000] [--scale-check]
         [--smtp-readers 20000] [--part a|b|both] [--workers 2] [--sink minimal|aiosmtpd]
