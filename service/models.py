@@ -351,6 +351,7 @@ class DeliveredPost(Base):
     delivery_id: Mapped[int | None] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"),
         ForeignKey("deliveries.id", ondelete="SET NULL"),
+        index=True,  # a send batch reads its own rows; a failed send deletes them
     )
     delivered_at: Mapped[datetime] = mapped_column(default=utcnow)
 

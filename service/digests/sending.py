@@ -22,8 +22,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, delete, exists, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from service.config import Settings
@@ -330,13 +342,7 @@ class _Sending:
             if p.id not in j.own_ledger
         ]
         if rows:
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = (
-                insert(DeliveredPost)
-                .on_conflict_do_nothing()
-                .returning(DeliveredPost.subscriber_id, DeliveredPost.post_id)
-            )
-            taken = {(s, p) for s, p in session.execute(stmt, rows)}
+            taken = _write_ledger(session, rows, dialect)
             lost = [j for j in claimed if not self._keep_posts(j, taken)]
             if lost:  # a concurrent mail took every post: nothing left to send
                 self._set(lost, DeliveryStatus.SKIPPED, "sent meanwhile by another mail")
@@ -436,6 +442,45 @@ class _Sending:
         self.stop = True
         self.report.retry_ids += [j.reader.delivery_id for j in jobs]
         self.report.retry_in = max(self.report.retry_in, RETRY_BASE)
+
+
+def _write_ledger(
+    session: Session, rows: list[dict[str, int]], dialect: str
+) -> set[tuple[int, int]]:
+    """Insert post-ledger rows unless present; the (subscriber, post) pairs this insert won."""
+    if dialect == "postgresql":
+        # Three arrays in one INSERT … SELECT FROM unnest: a multi-row VALUES of ~12,000 rows a
+        # batch costs more to build and parse than to run (1.35 → 0.38 ms a delivery).
+        ledger = (
+            func.unnest(
+                bindparam("s", [r["subscriber_id"] for r in rows], type_=ARRAY(Integer)),
+                bindparam("p", [r["post_id"] for r in rows], type_=ARRAY(Integer)),
+                bindparam("d", [r["delivery_id"] for r in rows], type_=ARRAY(BigInteger)),
+            )
+            .table_valued("s", "p", "d")
+            .render_derived()
+        )
+        pg_stmt = (
+            postgresql.insert(DeliveredPost)
+            .from_select(
+                ["subscriber_id", "post_id", "delivery_id", "delivered_at"],
+                select(
+                    ledger.c.s,
+                    ledger.c.p,
+                    ledger.c.d,
+                    literal(datetime.now(UTC), DeliveredPost.delivered_at.type),
+                ),
+            )
+            .on_conflict_do_nothing()
+            .returning(DeliveredPost.subscriber_id, DeliveredPost.post_id)
+        )
+        return {(s, p) for s, p in session.execute(pg_stmt)}
+    stmt = (
+        sqlite.insert(DeliveredPost)
+        .on_conflict_do_nothing()
+        .returning(DeliveredPost.subscriber_id, DeliveredPost.post_id)
+    )
+    return {(s, p) for s, p in session.execute(stmt, rows)}
 
 
 def _finish(
