@@ -103,6 +103,7 @@ from service.models import (
     Tag,
     post_tags,
 )
+from service.tasks import tune_gc
 
 READERS = 100_000
 SMALL = 10_000  # --scale-check compares peak memory here and at --readers
@@ -313,6 +314,7 @@ def send_worker(
     progress: Synchronized[int],
     profile: bool,
 ) -> None:
+    tune_gc()  # as a Celery worker process does at start
     engine = make_engine(db_url, pool_size=2, max_overflow=2)
     sessions = session_factory(engine)
     settings = bench_settings(smtp_url or "smtp://127.0.0.1:25")

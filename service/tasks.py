@@ -178,10 +178,10 @@ def sender() -> Sender:
 
 
 @worker_process_init.connect
-def _tune_gc(**_: Any) -> None:
-    # A send batch makes many short-lived objects; the default thresholds spent about a
-    # quarter of a worker's time in the collector (benchmarks/fanout.py). Objects that exist
-    # at start (modules, templates) are frozen out of every collection.
+def tune_gc(**_: Any) -> None:
+    """A send batch makes many short-lived objects; the default thresholds spent about a
+    quarter of a worker's time in the collector (benchmarks/fanout.py). Objects that exist at
+    start (modules, templates) are frozen out of every collection."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
