@@ -35,7 +35,7 @@ from service.logs import configure_logging
 from service.mail import TemporaryError
 from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
-from service.mail.throttle import Throttle, throttle_from_settings
+from service.mail.throttle import throttle_from_settings
 from service.readers import accounts
 from service.readers import mail as reader_mail
 from service.readers.mail import ReaderMail
@@ -230,17 +230,8 @@ def dispatch(edition_id: int, delivery_ids: Sequence[int]) -> None:
     send_deliveries.delay(edition_id, list(delivery_ids))
 
 
-_throttles: dict[str, Throttle | None] = {}
-
-
-def throttle(backend: str) -> Throttle | None:
-    if backend not in _throttles:
-        _throttles[backend] = throttle_from_settings(get_settings(), backend)
-    return _throttles[backend]
-
-
-@app.task(name="service.tasks.send_deliveries", bind=True)
-def send_deliveries(self: Task, edition_id: int, delivery_ids: list[int]) -> str:
+@app.task(name="service.tasks.send_deliveries")
+def send_deliveries(edition_id: int, delivery_ids: list[int]) -> str:
     """Send one batch of an edition's deliveries; what failed temporarily comes back later.
 
     Retries are new tasks for just the rows that need them, not a rerun of the batch, after
@@ -253,7 +244,7 @@ def send_deliveries(self: Task, edition_id: int, delivery_ids: list[int]) -> str
         get_settings(),
         edition_id,
         delivery_ids,
-        throttle=throttle(mail.name),
+        throttle=throttle_from_settings(get_settings(), mail.name),
     )
     if report.retry_ids and not report.paused:
         send_deliveries.apply_async((edition_id, report.retry_ids), countdown=report.retry_in)

@@ -33,6 +33,20 @@ def service_env(var_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run one `newsletter` command to its end, as an operator would, and keep its output."""
+    return subprocess.run(
+        [PYTHON, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start a process in its own process group, its output going to ``log``."""
     with log.open("ab") as out:

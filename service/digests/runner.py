@@ -10,6 +10,7 @@ from service.config import get_settings
 from service.db import session_factory
 from service.digests.planning import plan_digests
 from service.digests.sending import BatchReport, send_batch
+from service.mail.throttle import throttle_from_settings
 
 __all__ = ["run_digests"]
 
@@ -20,7 +21,7 @@ def run_digests(
     *, schedule_name: str | None, force: bool, in_process: bool, rounds: int = 3
 ) -> tuple[list[str], bool]:
     """Lines to print and whether everything planned reached a final state."""
-    from service.tasks import dispatch, sender, throttle
+    from service.tasks import dispatch, sender
 
     batches: list[tuple[int, list[int]]] = []
 
@@ -42,12 +43,18 @@ def run_digests(
     if not in_process:
         return lines, True
     mail, settings, total = sender(), get_settings(), BatchReport()
+    throttle = throttle_from_settings(settings, mail.name)
     for _ in range(rounds):
         retry: list[tuple[int, list[int]]] = []
         wait = 0.0
         for edition_id, ids in batches:
             report = send_batch(
-                sessions, mail, settings, edition_id, ids, throttle=throttle(mail.name)
+                sessions,
+                mail,
+                settings,
+                edition_id,
+                ids,
+                throttle=throttle,
             )
             total.counts.update(report.counts)
             if report.paused:
@@ -59,6 +66,6 @@ def run_digests(
             break
         batches = retry
         time.sleep(min(wait, MAX_WAIT))
-    left = sum(len(ids) for _, ids in batches) if batches and retry else 0
+    left = sum(len(ids) for _, ids in retry)  # still failing after the last round
     lines.append(total.describe() + (f"; {left} left queued for the workers" if left else ""))
     return lines, not left

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -73,7 +73,12 @@ PAUSE_AFTER = 10  # failed attempts in a row on one edition before it pauses
 STOP_BATCH_AFTER = 3  # temporary failures in a row before a batch stops and backs off
 RETRY_BASE, RETRY_MAX = 5.0, 600.0  # seconds; far below the broker's visibility timeout
 
-_FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+_FINAL = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.SUPPRESSED,
+)
 
 
 @dataclass
@@ -130,14 +135,20 @@ def send_batch(
             .where(Edition.id == edition.id, Edition.status == EditionStatus.PLANNED)
             .values(status=EditionStatus.SENDING)
         )
-        jobs = _screen(session, readers, report, until)
+        jobs = _screen(session, readers, report)
         picked = posts_for(session, edition, [j.reader for j in jobs], until, _own_ids(jobs))
         own = _own_ledger(session, jobs)
         for job in jobs:
             job.posts = picked[job.reader.delivery_id]
             job.own_ledger = own.get(job.reader.delivery_id, set())
         empty = [j for j in jobs if not j.posts]
-        _close(session, [j.reader for j in empty], DeliveryStatus.SKIPPED, "nothing new", report)
+        _move(
+            session,
+            [j.reader.delivery_id for j in empty],
+            DeliveryStatus.SKIPPED,
+            "nothing new",
+            report,
+        )
         jobs = [j for j in jobs if j.posts]
         session.commit()
 
@@ -165,22 +176,24 @@ def _own_ids(jobs: Sequence[_Job]) -> list[int]:
     return [j.reader.delivery_id for j in jobs]
 
 
-def _screen(
-    session: Session, readers: list[Reader], report: BatchReport, now: datetime
-) -> list[_Job]:
+def _screen(session: Session, readers: list[Reader], report: BatchReport) -> list[_Job]:
     """Drop readers who must not get mail now (checked at send time, not plan time)."""
-    hashes = {email_hash(r.email): r for r in readers}
+    hashes = {r.delivery_id: email_hash(r.email) for r in readers}
     listed = set(
-        session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
+        session.scalars(
+            select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes.values()))
+        )
     )
-    silent = [
-        r for r in readers if r.status != SubscriberStatus.ACTIVE or email_hash(r.email) in listed
-    ]
-    _close(session, silent, DeliveryStatus.SUPPRESSED, "not mailable at send time", report)
-    rest = [r for r in readers if r not in silent]
-    paused = [r for r in rest if r.paused or not r.tag_ids]
-    _close(session, paused, DeliveryStatus.SKIPPED, "paused or no longer following", report)
-    return [_Job(r, [], set()) for r in rest if r not in paused]
+    silent = {
+        r.delivery_id
+        for r in readers
+        if r.status != SubscriberStatus.ACTIVE or hashes[r.delivery_id] in listed
+    }
+    idle = {r.delivery_id for r in readers if r.delivery_id not in silent and not r.tag_ids}
+    idle |= {r.delivery_id for r in readers if r.delivery_id not in silent and r.paused}
+    _move(session, silent, DeliveryStatus.SUPPRESSED, "not mailable at send time", report)
+    _move(session, idle, DeliveryStatus.SKIPPED, "paused or no longer following", report)
+    return [_Job(r, [], set()) for r in readers if r.delivery_id not in silent | idle]
 
 
 def _own_ledger(session: Session, jobs: Sequence[_Job]) -> dict[int, set[int]]:
@@ -198,26 +211,31 @@ def _own_ledger(session: Session, jobs: Sequence[_Job]) -> dict[int, set[int]]:
     return own
 
 
-def _close(
+def _move(
     session: Session,
-    readers: Sequence[Reader],
+    delivery_ids: Collection[int],
     status: DeliveryStatus,
-    reason: str,
+    error: str | None,
     report: BatchReport,
+    *,
+    claimed: bool = False,
 ) -> None:
-    """End queued deliveries without sending (skipped, suppressed): one statement."""
-    if not readers:
+    """Move rows to ``status`` in one statement: queued rows this batch leaves unsent, or
+    (``claimed``) rows this batch holds in `sending`. A row someone else moved meanwhile (the
+    sweep's `unknown`) is left as it is."""
+    if not delivery_ids:
         return
     session.execute(
         update(Delivery)
         .where(
-            Delivery.id.in_([r.delivery_id for r in readers]),
-            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.id.in_(list(delivery_ids)),
+            Delivery.status == (DeliveryStatus.SENDING if claimed else DeliveryStatus.QUEUED),
         )
-        .values(status=status, error=reason, sent_at=datetime.now(UTC))
+        .values(status=status, error=error, sent_at=datetime.now(UTC) if status in _FINAL else None)
         .execution_options(synchronize_session=False)
     )
-    report.counts[str(status)] += len(readers)
+    if status in (DeliveryStatus.SKIPPED, DeliveryStatus.SUPPRESSED):
+        report.counts[str(status)] += len(delivery_ids)
 
 
 class _Sending:
@@ -346,7 +364,7 @@ class _Sending:
             lost = [j for j in claimed if not self._keep_posts(j, taken)]
             if lost:  # a concurrent mail took every post: nothing left to send
                 self._set(lost, DeliveryStatus.SKIPPED, "sent meanwhile by another mail")
-                claimed = [j for j in claimed if j not in lost]
+                claimed = [j for j in claimed if j.posts]
         return claimed
 
     def _keep_posts(self, job: _Job, taken: set[tuple[int, int]]) -> bool:
@@ -422,19 +440,8 @@ class _Sending:
         self.report.counts["failed"] += 1
 
     def _set(self, jobs: Sequence[_Job], status: DeliveryStatus, error: str | None) -> None:
-        self.session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_([j.reader.delivery_id for j in jobs]),
-                Delivery.status == DeliveryStatus.SENDING,  # claimed by this batch
-            )
-            .values(
-                status=status, error=error, sent_at=datetime.now(UTC) if status in _FINAL else None
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if status == DeliveryStatus.SKIPPED:
-            self.report.counts["skipped"] += len(jobs)
+        ids = [j.reader.delivery_id for j in jobs]
+        _move(self.session, ids, status, error, self.report, claimed=True)
 
     def _requeue_rest(self, jobs: Sequence[_Job]) -> None:
         """Stop here: the rows not attempted (still `queued`) wait for the retry, or for the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -13,30 +12,19 @@ from service import migrate
 from service.db import make_engine, session_factory
 from service.models import Cadence
 from tests.digest_data import post, reader, tag
-from tests.processes import PYTHON, service_env
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "service", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.processes import run_cli, service_env
 
 
 @pytest.mark.process
 @pytest.mark.sqlite
 def test_schedules_and_digest_run_deliver_real_digests_once(var_dir: Path) -> None:
     env = service_env(var_dir, base_url="http://127.0.0.1:8000")
-    added = _run(env, "schedules", "add", "morning", "--cadence", "daily", "--at", "07:00")
+    added = run_cli(env, "schedules", "add", "morning", "--cadence", "daily", "--at", "07:00")
     assert added.returncode == 0, added.stderr
-    refused = _run(env, "schedules", "add", "sunday", "--cadence", "weekly")
+    refused = run_cli(env, "schedules", "add", "sunday", "--cadence", "weekly")
     assert refused.returncode == 1
     assert "needs a weekday" in refused.stderr
-    assert "morning: daily at 07:00 local" in _run(env, "schedules", "list").stdout
+    assert "morning: daily at 07:00 local" in run_cli(env, "schedules", "list").stdout
 
     engine = make_engine(f"sqlite:///{var_dir / 'newsletter.db'}")
     migrate.upgrade(engine)
@@ -51,7 +39,7 @@ def test_schedules_and_digest_run_deliver_real_digests_once(var_dir: Path) -> No
         s.commit()
     engine.dispose()
 
-    first = _run(env, "digest", "run", "--now")
+    first = run_cli(env, "digest", "run", "--now")
     assert first.returncode == 0, first.stderr
     assert "sent 2" in first.stdout
     outbox = sorted((var_dir / "outbox").glob("*.eml"))
@@ -70,11 +58,11 @@ def test_schedules_and_digest_run_deliver_real_digests_once(var_dir: Path) -> No
     assert "Ferries run again" in text
     assert ben["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
-    again = _run(env, "digest", "run", "--now")
+    again = run_cli(env, "digest", "run", "--now")
     assert again.returncode == 0, again.stderr
     assert "0 new deliveries" in again.stdout
     assert len(list((var_dir / "outbox").glob("*.eml"))) == 2
 
-    listing = _run(env, "digest", "list")
+    listing = run_cli(env, "digest", "list")
     assert "planned 2  sent 2  failed 0" in listing.stdout
     assert "done" in listing.stdout

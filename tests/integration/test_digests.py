@@ -96,6 +96,18 @@ def daily(session: Session, at: time = time(7, 0)) -> None:
     schedules.add_schedule(session, "morning", Cadence.DAILY, at=at)
 
 
+def daily_readers(sessions: Sessions, names: list[str], headline: str) -> None:
+    """A daily schedule, readers ``name@example.com`` in Tokyo following "world" daily (due
+    at NOW), and one post of the last hour."""
+    with sessions() as s:
+        daily(s)
+        world = tag(s, "world")
+        for name in names:
+            reader(s, f"{name}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
+        post(s, headline, [world], published=NOW - timedelta(hours=1))
+        s.commit()
+
+
 def test_each_reader_gets_the_daily_at_seven_in_their_own_zone(run: Run) -> None:
     with run.sessions() as s:
         daily(s)
@@ -130,13 +142,7 @@ def test_a_readers_own_hour_overrides_the_schedule(run: Run) -> None:
 
 
 def test_running_twice_in_a_period_sends_nothing_the_second_time(run: Run) -> None:
-    with run.sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for i in range(5):
-            reader(s, f"r{i}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Storm warning", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(run.sessions, [f"r{i}" for i in range(5)], "Storm warning")
     assert run(NOW).counts["sent"] == 5
     planned = run.plan(NOW + timedelta(minutes=5), force=True)
     assert sum(p.deliveries for p in planned) == 0
@@ -252,13 +258,7 @@ def test_a_sources_backlog_sends_no_instant_mail(sessions: Sessions) -> None:
 
 
 def test_suppressed_unsubscribed_and_paused_are_checked_at_send_time(run: Run) -> None:
-    with run.sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for name in ("ok", "gone", "listed", "paused"):
-            reader(s, f"{name}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Tide tables", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(run.sessions, ["ok", "gone", "listed", "paused"], "Tide tables")
     run.plan(NOW)
     with run.sessions() as s:  # after planning, before sending
         subs = {x.email: x for x in s.scalars(select(Subscriber))}
@@ -280,13 +280,7 @@ def test_failures_end_where_they_should(sessions: Sessions, settings: Settings) 
         }
     )
     run = Run(sessions, settings, sender)
-    with sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for name in ("ok", "bad", "spam", "busy"):
-            reader(s, f"{name}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Lighthouse relit", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(sessions, ["ok", "bad", "spam", "busy"], "Lighthouse relit")
     report = run(NOW)
     assert report.counts == {"sent": 1, "failed": 2}
     with sessions() as s:
@@ -322,13 +316,7 @@ def test_a_backend_that_keeps_failing_pauses_the_edition(
         fail={f"r{i}@example.com": BackendRejected("535 authentication failed") for i in range(3)}
     )
     run = Run(sessions, settings, sender)
-    with sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for i in range(3):
-            reader(s, f"r{i}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Bridge closed", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(sessions, [f"r{i}" for i in range(3)], "Bridge closed")
     report = run(NOW)
     assert report.counts["sent"] == 0
     with sessions() as s:
@@ -340,13 +328,7 @@ def test_a_backend_that_keeps_failing_pauses_the_edition(
 
 
 def test_sweep_marks_expired_leases_unknown_and_requeues_lost_batches(run: Run) -> None:
-    with run.sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for i in range(3):
-            reader(s, f"r{i}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Quay repairs", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(run.sessions, [f"r{i}" for i in range(3)], "Quay repairs")
     run.plan(NOW)
     run.batches.clear()  # the send task was lost with its worker
     with run.sessions() as s:
@@ -439,13 +421,7 @@ def test_a_batch_api_claims_what_one_call_carries(sessions: Sessions, settings: 
 
     client = httpx.Client(transport=httpx.MockTransport(postmark))
     sender = PostmarkSender("token", client=client)
-    with sessions() as s:
-        daily(s)
-        world = tag(s, "world")
-        for i in range(12):
-            reader(s, f"r{i}@example.com", {world: Cadence.DAILY}, timezone="Asia/Tokyo")
-        post(s, "Regatta postponed", [world], published=NOW - timedelta(hours=1))
-        s.commit()
+    daily_readers(sessions, [f"r{i}" for i in range(12)], "Regatta postponed")
     batches: list[tuple[int, list[int]]] = []
     with sessions() as s:
         planning.plan_digests(s, lambda e, ids: batches.append((e, list(ids))), NOW)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.feed_server import FeedServer, answer
-from tests.processes import PYTHON, service_env
+from tests.processes import run_cli, service_env
 
 FEED = (
     Path(__file__).resolve().parents[1] / "fixtures" / "feeds" / "rss20_wordpress.xml"
@@ -24,35 +23,24 @@ def server() -> Iterator[FeedServer]:
         yield running
 
 
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "service", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.process
 def test_add_list_and_poll(server: FeedServer, var_dir: Path) -> None:
     env = service_env(var_dir)
-    added = _run(env, "sources", "add", server.url("/tag/transport/feed/"), "--tag", "transport")
+    added = run_cli(env, "sources", "add", server.url("/tag/transport/feed/"), "--tag", "transport")
     assert added.returncode == 0, added.stderr
     assert "source 1" in added.stdout
-    refused = _run(env, "sources", "add", server.url("/tag/broken/feed/"), "--tag", "broken")
+    refused = run_cli(env, "sources", "add", server.url("/tag/broken/feed/"), "--tag", "broken")
     assert refused.returncode == 1
     assert "not added" in refused.stderr
 
-    first = _run(env, "poll")
+    first = run_cli(env, "poll")
     assert first.returncode == 0, first.stderr
     assert "3 new, 0 updated" in first.stdout
-    second = _run(env, "poll", "--source", "1")
+    second = run_cli(env, "poll", "--source", "1")
     # This server ignores validators; the same bytes are recognised and not parsed again.
     assert "unchanged" in second.stdout
     assert server.seen("/tag/transport/feed/").headers.get("if-none-match") == '"1"'
 
-    listing = _run(env, "sources", "list")
+    listing = run_cli(env, "sources", "list")
     assert "transport" in listing.stdout
     assert "unchanged" in listing.stdout
