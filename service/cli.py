@@ -336,17 +336,14 @@ def schedules_add(
     """Add a digest schedule; each reader gets it at their own hour in their own zone."""
     from service.db import session_scope
     from service.digests import schedules
-    from service.models import Cadence
 
     _upgrade_database()
     try:
-        if cadence not in ("daily", "weekly"):
-            raise schedules.ScheduleError("cadence must be daily or weekly")
         with session_scope() as session:
             schedule = schedules.add_schedule(
                 session,
                 name,
-                Cadence(cadence),
+                schedules.parse_cadence(cadence),
                 at=schedules.parse_time(at),
                 weekday=schedules.parse_weekday(weekday),
                 template=template,

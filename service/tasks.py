@@ -317,6 +317,13 @@ class TaskAnnouncer:
         enqueue(session, announce_posts, list(post_ids))
 
 
+class TaskPolls:
+    """The sources' `PollQueue`: an operator's poll-now becomes a task after the commit."""
+
+    def poll(self, session: Session, source_id: int) -> None:
+        enqueue(session, poll_source, source_id)
+
+
 class TaskIntake:
     """The readers' `Intake`: each checked subscribe request becomes a task."""
 

@@ -18,19 +18,29 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Cadence, Schedule
+from service.errors import Conflict, NotFound
+from service.models import Cadence, Delivery, DeliveryStatus, Edition, EditionStatus, Schedule
 
 __all__ = [
     "CATCH_UP",
     "PERIOD",
     "WEEKDAYS",
     "Occurrence",
+    "ScheduleConflict",
     "ScheduleError",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "add_schedule",
+    "delete_schedule",
+    "describe_schedules",
     "due_occurrence",
+    "find_schedule",
+    "get_schedule",
     "last_occurrence",
     "list_schedules",
     "next_occurrence",
+    "next_send",
+    "parse_cadence",
     "parse_time",
     "parse_weekday",
     "update_schedule",
@@ -47,6 +57,44 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 class ScheduleError(ValueError):
     """A schedule that cannot be: the message says what to change."""
+
+
+class ScheduleNotFound(ScheduleError, NotFound):
+    """No schedule has this id."""
+
+
+class ScheduleConflict(ScheduleError, Conflict):
+    """The name is taken, or the schedule is in use."""
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as operators see and type it (times "HH:MM", weekdays "mon")."""
+
+    id: int
+    name: str
+    cadence: str  # daily | weekly
+    weekday: str | None  # mon … sun, weekly only
+    send_time: str  # HH:MM, local to each reader (their own hour wins)
+    template: str
+    enabled: bool
+    # The next send for a reader in UTC on the schedule's time; None while disabled.
+    next_send_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, schedule: Schedule, now: datetime) -> ScheduleInfo:
+        return cls(
+            id=schedule.id,
+            name=schedule.name,
+            cadence=str(schedule.cadence),
+            weekday=WEEKDAYS[schedule.weekday] if schedule.weekday is not None else None,
+            send_time=f"{schedule.send_time:%H:%M}",
+            template=schedule.template,
+            enabled=schedule.enabled,
+            next_send_at=next_send(schedule, now) if schedule.enabled else None,
+            created_at=schedule.created_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -117,6 +165,18 @@ def due_occurrence(
     return next_occurrence(cadence, schedule.weekday, at, tz, now) if force else None
 
 
+def next_send(schedule: Schedule, now: datetime) -> datetime:
+    """When the schedule next sends to a reader in UTC who kept its time (UTC)."""
+    cadence = Cadence(schedule.cadence)
+    return next_occurrence(cadence, schedule.weekday, schedule.send_time, zone("UTC"), now).at
+
+
+def parse_cadence(value: str) -> Cadence:
+    if value not in (Cadence.DAILY, Cadence.WEEKLY):
+        raise ScheduleError(f"cadence must be daily or weekly, got {value!r}")
+    return Cadence(value)
+
+
 def parse_time(value: str) -> time:
     try:
         hour, minute = (int(p) for p in value.split(":"))
@@ -161,7 +221,7 @@ def add_schedule(
 ) -> Schedule:
     _validate(name, cadence, weekday, template)
     if session.scalar(select(Schedule.id).where(Schedule.name == name)) is not None:
-        raise ScheduleError(f"a schedule named {name!r} exists")
+        raise ScheduleConflict(f"a schedule named {name!r} exists")
     schedule = Schedule(
         name=name,
         cadence=cadence,
@@ -179,15 +239,30 @@ def update_schedule(
     session: Session,
     schedule: Schedule,
     *,
+    name: str | None = None,
+    cadence: Cadence | None = None,
     at: time | None = None,
     weekday: int | None = None,
     template: str | None = None,
     enabled: bool | None = None,
 ) -> Schedule:
-    """Change a schedule at runtime: the next tick plans with the new values."""
-    new_weekday = weekday if weekday is not None else schedule.weekday
+    """Change a schedule at runtime: the next tick plans with the new values.
+
+    None leaves a value as it is; a schedule made daily drops its weekday.
+    """
+    new_name = name or schedule.name
+    new_cadence = cadence or Cadence(schedule.cadence)
+    if weekday is not None:
+        new_weekday: int | None = weekday
+    else:
+        new_weekday = None if new_cadence is Cadence.DAILY else schedule.weekday
     new_template = template or schedule.template
-    _validate(schedule.name, Cadence(schedule.cadence), new_weekday, new_template)
+    _validate(new_name, new_cadence, new_weekday, new_template)
+    if new_name != schedule.name and session.scalar(
+        select(Schedule.id).where(Schedule.name == new_name)
+    ):
+        raise ScheduleConflict(f"a schedule named {new_name!r} exists")
+    schedule.name, schedule.cadence = new_name, new_cadence
     schedule.weekday, schedule.template = new_weekday, new_template
     if at is not None:
         schedule.send_time = at
@@ -199,3 +274,46 @@ def update_schedule(
 
 def list_schedules(session: Session) -> list[Schedule]:
     return list(session.scalars(select(Schedule).order_by(Schedule.name)))
+
+
+def find_schedule(session: Session, schedule_id: int, *, lock: bool = False) -> Schedule:
+    """The schedule with this id, or ScheduleNotFound."""
+    schedule = session.get(Schedule, schedule_id, with_for_update=lock)
+    if schedule is None:
+        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+    return schedule
+
+
+def get_schedule(session: Session, schedule_id: int, now: datetime) -> ScheduleInfo:
+    return ScheduleInfo.of(find_schedule(session, schedule_id), now)
+
+
+def describe_schedules(session: Session, now: datetime) -> list[ScheduleInfo]:
+    """Every schedule by name, with its next send."""
+    return [ScheduleInfo.of(s, now) for s in list_schedules(session)]
+
+
+def delete_schedule(session: Session, schedule_id: int) -> None:
+    """Delete a schedule with no edition in progress (its sent editions stay); caller commits.
+
+    An edition with mail still to send needs its schedule's template and periods: disable
+    the schedule instead, and delete it once the edition is done.
+    """
+    schedule = find_schedule(session, schedule_id, lock=True)
+    busy = session.scalar(
+        select(Edition.id)
+        .join(Delivery, Delivery.edition_id == Edition.id)
+        .where(
+            Edition.schedule_id == schedule.id,
+            Edition.status != EditionStatus.CANCELLED,
+            Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        raise ScheduleConflict(
+            f"edition {busy} of this schedule is still sending; disable the schedule instead "
+            "and delete it when the edition is done"
+        )
+    session.delete(schedule)
+    session.flush()

@@ -24,8 +24,8 @@ from service.logs import configure_logging
 from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
-from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier
-from service.web import admin_api, demo_feeds, feeds_out, pages, readers_api
+from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
+from service.web import admin_api, admin_operations, demo_feeds, feeds_out, pages, readers_api
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -57,10 +57,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.notifier = TaskNotifier()
     app.state.intake = TaskIntake()
     app.state.announcer = TaskAnnouncer()
+    app.state.polls = TaskPolls()
     app.include_router(readers_api.router)
     app.include_router(pages.router)
     app.include_router(feeds_out.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_operations.router)
     app.include_router(demo_feeds.router)
 
     @app.exception_handler(StarletteHTTPException)

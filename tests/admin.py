@@ -1,0 +1,57 @@
+"""The admin JSON API as a test drives it: the real app in the test's transaction, one token
+per role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from service.auth import create_token
+from service.config import Settings
+from service.feeds.fetch import make_client
+from service.models import Role
+from service.web.admin_sources import get_feed_client
+from tests.fakes import app_in_transaction
+
+
+class RecordingPolls:
+    """Keeps the source ids handed over for a poll (instead of a task each)."""
+
+    def __init__(self) -> None:
+        self.queued: list[int] = []
+
+    def poll(self, session: Session, source_id: int) -> None:
+        self.queued.append(source_id)
+
+
+@dataclass
+class AdminSite:
+    client: TestClient
+    tokens: dict[Role, str]
+    polls: RecordingPolls = field(default_factory=RecordingPolls)
+
+    def call(
+        self, method: str, path: str, *, role: Role = Role.OPERATOR, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+
+@contextmanager
+def admin_site(db: Session, tmp_path: Path) -> Iterator[AdminSite]:
+    """The site, with a feed-fetching client of its own that is closed afterwards."""
+    tokens = {role: create_token(db, f"{role.value}-token", role) for role in Role}
+    db.commit()
+    app = app_in_transaction(Settings(var_dir=tmp_path), db)
+    site = AdminSite(TestClient(app, raise_server_exceptions=False), tokens)
+    app.state.polls = site.polls
+    with make_client("newsletter-tests/1.0") as feed_client:
+        app.dependency_overrides[get_feed_client] = lambda: feed_client
+        yield site
