@@ -11,14 +11,16 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.auth import create_token
 from service.config import Settings
+from service.db import session_factory
 from service.feeds.fetch import make_client
 from service.models import Role
 from service.web.admin_sources import get_feed_client
-from tests.fakes import app_in_transaction
+from tests.fakes import app_in_transaction, app_with_sync_intake
 
 
 class RecordingPolls:
@@ -50,6 +52,21 @@ def admin_site(db: Session, tmp_path: Path) -> Iterator[AdminSite]:
     tokens = {role: create_token(db, f"{role.value}-token", role) for role in Role}
     db.commit()
     app = app_in_transaction(Settings(var_dir=tmp_path), db)
+    site = AdminSite(TestClient(app, raise_server_exceptions=False), tokens)
+    app.state.polls = site.polls
+    with make_client("newsletter-tests/1.0") as feed_client:
+        app.dependency_overrides[get_feed_client] = lambda: feed_client
+        yield site
+
+
+@contextmanager
+def committed_admin_site(engine: Engine, tmp_path: Path, **settings: Any) -> Iterator[AdminSite]:
+    """The site on a database whose requests really commit (for workers and senders that open
+    their own sessions); the caller's `sessions` fixture empties the tables afterwards."""
+    with session_factory(engine)() as session:
+        tokens = {role: create_token(session, f"{role.value}-token", role) for role in Role}
+        session.commit()
+    app = app_with_sync_intake(Settings(var_dir=tmp_path, **settings), engine)
     site = AdminSite(TestClient(app, raise_server_exceptions=False), tokens)
     app.state.polls = site.polls
     with make_client("newsletter-tests/1.0") as feed_client:
