@@ -13,9 +13,7 @@ from service.digests.schedules import ScheduleError, ScheduleInfo
 from service.web.admin_errors import ADMIN_ERRORS, CONFLICT, INVALID, NOT_FOUND, answered
 from service.web.deps import OperatorDep, SessionDep
 
-router = APIRouter(
-    prefix="/api/admin/schedules", tags=["admin: schedules"], responses=ADMIN_ERRORS
-)
+router = APIRouter(prefix="/api/admin/schedules", tags=["admin: schedules"], responses=ADMIN_ERRORS)
 
 Short = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Name = Annotated[str, Field(min_length=1, max_length=100, examples=["morning"])]

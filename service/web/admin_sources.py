@@ -134,9 +134,7 @@ def delete_source(source_id: int, session: SessionDep, _: OperatorDep) -> Respon
 
 
 @router.post("/{source_id}/poll", status_code=202, responses=NOT_FOUND | CONFLICT)
-def poll_source(
-    source_id: int, session: SessionDep, polls: PollsDep, _: OperatorDep
-) -> PollQueued:
+def poll_source(source_id: int, session: SessionDep, polls: PollsDep, _: OperatorDep) -> PollQueued:
     """Poll the source now: the poll is queued for a worker (202), not run in the request;
     409 if the source is disabled."""
     with answered(SourceError):

@@ -45,9 +45,7 @@ def search_suppressions(
 def add_suppression(body: SuppressionIn, session: SessionDep, _: OperatorDep) -> SuppressionInfo:
     """Never mail this address again (checked at send time); 409 if it is listed already."""
     with answered(SuppressionError):
-        info = suppressions.add_suppression(
-            session, body.email, reason=body.reason, note=body.note
-        )
+        info = suppressions.add_suppression(session, body.email, reason=body.reason, note=body.note)
     session.commit()
     return info
 

@@ -70,7 +70,11 @@ def admin_routes(app: FastAPI) -> list[AdminRoute]:
         if path != PREFIX and not path.startswith(PREFIX + "/"):
             continue
         dependant = getattr(route, "dependant", None)
-        roles = {ROLE_OF_CHECK[c] for c in _calls(dependant) if c in ROLE_OF_CHECK} if dependant else set()
+        roles = (
+            {ROLE_OF_CHECK[c] for c in _calls(dependant) if c in ROLE_OF_CHECK}
+            if dependant
+            else set()
+        )
         role = Role.OPERATOR if Role.OPERATOR in roles else Role.EDITOR if roles else None
         for method in sorted(route.methods or {"GET"}):
             found.append(AdminRoute(method, path, role))
@@ -140,7 +144,7 @@ def site(db: Session, tmp_path: Path) -> Iterator[AdminSite]:
 
 def _ask(site: AdminSite, route: AdminRoute, authorization: str | None) -> int:
     headers = {"Authorization": authorization} if authorization else {}
-    body = {} if route.method in ("POST", "PUT", "PATCH", "DELETE") else None
+    body: dict[str, Any] | None = {} if route.method in ("POST", "PUT", "PATCH", "DELETE") else None
     answer = site.client.request(route.method, route.url(), headers=headers, json=body)
     if answer.status_code == 401:
         assert answer.headers["www-authenticate"] == "Bearer"

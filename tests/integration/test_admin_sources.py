@@ -3,20 +3,23 @@ local feed server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from service import tasks
+from service.config import Settings, get_settings
 from service.feeds import poller
 from service.feeds.fetch import make_client
-from service.models import Source
-from tests.admin import AdminSite, admin_site
+from service.models import Post, Source
+from tests.admin import AdminSite, admin_site, committed_admin_site
 from tests.feed_server import FeedServer, answer
+from tests.processes import service_env, start_worker, stop, wait_for
 
 RSS = (
     b'<?xml version="1.0"?><rss version="2.0"><channel><title>Courier transport</title>'
@@ -211,3 +214,47 @@ def test_an_unknown_source_is_404(site: AdminSite, method: str, suffix: str) -> 
     missing = site.call(method, f"/api/admin/sources/4040{suffix}", json={})
     assert missing.status_code == 404
     assert missing.json()["detail"] == "no source with id 4040"
+
+
+@pytest.mark.process
+def test_poll_now_is_run_by_a_real_worker(
+    engine: Engine,
+    sessions: Callable[[], Session],
+    redis_url: str,
+    var_dir: Path,
+    tmp_path: Path,
+    server: FeedServer,
+) -> None:
+    """The route enqueues `poll_source` after its commit; a worker process polls the feed."""
+    env = service_env(
+        var_dir,
+        database_url=engine.url.render_as_string(hide_password=False),
+        broker_url=redis_url,
+    )
+    log = tmp_path / "worker.log"
+    tasks.configure(Settings(var_dir=var_dir, broker_url=redis_url))
+    worker = start_worker(env, log, queues="poll,priority")
+    try:
+        with committed_admin_site(engine, var_dir) as site:
+            site.client.app.state.polls = tasks.TaskPolls()  # type: ignore[attr-defined]
+            source = _add(site, server.url(FEED))
+            queued = site.call("POST", f"/api/admin/sources/{source['id']}/poll")
+            assert queued.status_code == 202, queued.text
+
+            def polled() -> bool:
+                with sessions() as s:
+                    return s.get_one(Source, source["id"]).last_polled_at is not None
+
+            wait_for(polled, 30, "the worker's poll", log)
+            shown = site.call("GET", f"/api/admin/sources/{source['id']}").json()
+    finally:
+        assert stop(worker) == 0
+        tasks.configure(get_settings())
+    assert shown["last_result"] == "1 new, 0 updated"
+    with sessions() as s:
+        [tram] = s.scalars(select(Post)).all()
+        assert tram.title == "Tram line approved"
+        assert [t.slug for t in tram.tags] == ["transport"]
+    # The worker fetched it (with the service's User-Agent), not this test's client.
+    agents = {r.headers.get("user-agent") for r in server.requests if r.path == FEED}
+    assert len(agents) == 2

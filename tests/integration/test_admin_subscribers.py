@@ -63,7 +63,11 @@ def test_a_reader_with_subscriptions_and_their_last_twenty_deliveries(
     found = site.call("GET", PATH, params={"email": "  ann@EXAMPLE.org "})
     assert found.status_code == 200
     [record] = found.json()
-    assert (record["id"], record["email"], record["status"]) == (ann.id, "Ann@Example.org", "active")
+    assert (record["id"], record["email"], record["status"]) == (
+        ann.id,
+        "Ann@Example.org",
+        "active",
+    )
     assert (record["timezone"], record["send_hour"], record["breaking_alerts"]) == (
         "Europe/Kyiv",
         8,
