@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         "10/minute",
         description="Subscribe requests one client address may make (`N/second|minute|hour|day`).",
     )
+    rate_limit_sign_in_per_ip: str = Field(
+        "10/minute",
+        description="Console sign-in attempts one client address may make; slows token guessing.",
+    )
     rate_limit_subscribe_per_address: str = Field(
         "3/hour",
         description="Subscribe requests for one email address, from anywhere; bounds the mail "

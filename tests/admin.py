@@ -72,3 +72,24 @@ def committed_admin_site(engine: Engine, tmp_path: Path, **settings: Any) -> Ite
     with make_client("newsletter-tests/1.0") as feed_client:
         app.dependency_overrides[get_feed_client] = lambda: feed_client
         yield site
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a console page put in its forms."""
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str, next_page: str = "/admin") -> str:
+    """Sign the client in to the console as a browser does; returns where it was sent."""
+    form = client.get("/admin/login")
+    answer = client.post(
+        "/admin/login",
+        data={"token": token, "csrf_token": csrf_of(form.text), "next": next_page},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    return str(answer.headers["location"])

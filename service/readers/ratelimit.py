@@ -23,6 +23,7 @@ class RateLimiter:
         self._rules: dict[str, RateLimitItem] = {
             "subscribe-ip": parse(settings.rate_limit_subscribe_per_ip),
             "subscribe-address": parse(settings.rate_limit_subscribe_per_address),
+            "sign-in-ip": parse(settings.rate_limit_sign_in_per_ip),
         }
 
     def hit(self, rule: str, key: str) -> float | None:

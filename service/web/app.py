@@ -25,7 +25,15 @@ from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
 from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
-from service.web import admin_api, admin_operations, demo_feeds, feeds_out, pages, readers_api
+from service.web import (
+    admin_api,
+    admin_operations,
+    console,
+    demo_feeds,
+    feeds_out,
+    pages,
+    readers_api,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -64,6 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(admin_api.router)
     app.include_router(admin_operations.router)
     app.include_router(demo_feeds.router)
+    app.include_router(console.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -82,12 +82,13 @@ def environment(root: Path) -> jinja2.Environment:
     )
 
 
-def _security_headers(nonce: str) -> dict[str, str]:
+def _security_headers(nonce: str, allow: str = "") -> dict[str, str]:
     return {
         # Only our own inline style and script run; no framing (clickjacking the buttons).
         "Content-Security-Policy": (
             f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
             "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            + allow
         ),
         "Referrer-Policy": "no-referrer",  # page URLs carry reader tokens
         "X-Content-Type-Options": "nosniff",
@@ -103,8 +104,10 @@ def render(
     status: int = 200,
     with_form: bool = False,
     headers: Mapping[str, str] | None = None,
+    allow: str = "",
 ) -> HTMLResponse:
-    """Render ``name``; ``with_form`` pages get a CSRF token in the context and the cookie."""
+    """Render ``name``; ``with_form`` pages get a CSRF token in the context and the cookie.
+    ``allow`` adds policy directives (the console's `connect-src` and `frame-src`)."""
     settings = get_settings(request)
     nonce = secrets.token_urlsafe(16)
     token = csrf.token(request) if with_form else ""
@@ -120,7 +123,7 @@ def render(
         )
     )
     response = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
-    response.headers.update(_security_headers(nonce))
+    response.headers.update(_security_headers(nonce, allow))
     if with_form:
         csrf.issue(response, token, secure=settings.base_url.startswith("https://"))
     return response
@@ -166,20 +169,24 @@ class PageRoute(APIRoute):
         async def page_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except InvalidToken as exc:  # also an erased reader's old links
-                return _bad_link(request, exc)
-            except csrf.CsrfError:
-                return error_page(request, 403)
-            except HTTPException as exc:  # rate limits, unreadable form bodies
-                return error_page(request, exc.status_code, headers=exc.headers)
-            except RequestValidationError:
-                return error_page(request, 422)
-            except Exception:
-                # The route template only: the path holds the reader's token.
-                log.exception("unhandled error in a page", extra={"route": self.path})
-                return error_page(request, 500)
+            except Exception as exc:
+                return self.error_response(request, exc)
 
         return page_handler
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        """The page for an error a handler (or a dependency) raised."""
+        if isinstance(exc, InvalidToken):  # also an erased reader's old links
+            return _bad_link(request, exc)
+        if isinstance(exc, csrf.CsrfError):
+            return error_page(request, 403)
+        if isinstance(exc, HTTPException):  # rate limits, unreadable form bodies
+            return error_page(request, exc.status_code, headers=exc.headers)
+        if isinstance(exc, RequestValidationError):
+            return error_page(request, 422)
+        # The route template only: the path holds the reader's token.
+        log.error("unhandled error in a page", extra={"route": self.path}, exc_info=exc)
+        return error_page(request, 500)
 
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)

@@ -11,15 +11,10 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
-import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
@@ -27,22 +22,11 @@ from service.config import Settings
 from service.db import make_engine
 from service.models import Cadence, Subscriber, SubscriberStatus
 from service.readers.tokens import Purpose, TokenData, Tokens
-from tests.conftest import service_unavailable
+from tests.browser.conftest import Inbox, answers, shot
 from tests.processes import PYTHON, free_port, service_env, start, start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.smtp]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 READER = "journey.reader@example.com"
 
 # Run in a child process with the services' environment: the tags a news site would have.
@@ -57,45 +41,6 @@ with session_scope() as session:
         session.add(Post(url=url, guid=url, title=f"Post {n}", content_hash=f"{n:064d}",
                          tags=[tags[s] for s in slugs]))
 """
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message that arrives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert envelope.original_content is not None
-        message = message_from_bytes(envelope.original_content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
-
-    def wait_for_mail(self, timeout: float = 30.0) -> EmailMessage:
-        wait_for(lambda: bool(self.messages), timeout, "the confirmation mail")
-        return self.messages[0]
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        service_unavailable("chromium", f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -116,7 +61,7 @@ def services(var_dir: Path, tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterato
         [PYTHON, "-m", "service", "api", "--port", str(port), "--host", "127.0.0.1"], env, log
     )
     try:
-        wait_for(lambda: _answers(f"{base_url}/healthz"), 20, "the API", log)
+        wait_for(lambda: answers(f"{base_url}/healthz"), 20, "the API", log)
         worker = start_worker(env, log)
         try:
             yield base_url
@@ -124,18 +69,6 @@ def services(var_dir: Path, tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterato
             stop(worker)
     finally:
         stop(api)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def reader_in_db(var_dir: Path) -> Subscriber:
