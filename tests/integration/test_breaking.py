@@ -137,7 +137,8 @@ def test_the_dry_run_counts_exactly_the_readers_who_then_get_it(
         len(EXPECTED),
         100.0,
     )
-    assert detail.first_sent_at is not None and detail.finished_at is not None
+    assert detail.first_sent_at is not None
+    assert detail.finished_at is not None
 
 
 def test_an_editors_subject_line_and_the_post_by_url(
@@ -284,7 +285,8 @@ def test_cancel_during_planning_leaves_no_row_open(sessions: Sessions, settings:
         detail = editions.edition_detail(s, sent.edition_id)
     assert {(str(st), err) for st, err in rows} == {("skipped", "cancelled")}
     assert detail.status == "cancelled"
-    assert detail.planned == len(rows) and detail.left == 0
+    assert detail.planned == len(rows)
+    assert detail.left == 0
 
 
 def test_a_finished_edition_cannot_be_cancelled(

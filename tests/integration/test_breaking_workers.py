@@ -6,11 +6,11 @@ Each test has its own database and its own worker processes, stopped by pid at t
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-import subprocess
 
 import pytest
 from sqlalchemy import Engine, func, insert, select

@@ -30,9 +30,7 @@ class Site:
         self.digest = Edition(key="digest:1:2026-11-27", kind=EditionKind.DIGEST)
         db.add(self.digest)
         db.commit()
-        app = app_in_transaction(
-            Settings(var_dir=tmp_path, base_url="https://courier.example"), db
-        )
+        app = app_in_transaction(Settings(var_dir=tmp_path, base_url="https://courier.example"), db)
         self.handed: list[tuple[int, list[int]]] = []
         app.state.breaking_dispatch = self.hand_off
         self.client = TestClient(app, raise_server_exceptions=False)
@@ -51,7 +49,7 @@ def site(db: Session, tmp_path: Path) -> Site:
 
 
 def test_every_route_wants_a_token(site: Site) -> None:
-    routes = [
+    routes: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/api/admin/breaking", {"json": {"post_id": site.post_id, "dry_run": True}}),
         ("GET", "/api/admin/editions", {}),
         ("GET", f"/api/admin/editions/{site.digest.id}", {}),
@@ -79,10 +77,12 @@ def test_an_editor_previews_sends_watches_and_cancels_breaking_news(site: Site) 
     sent = site.call("POST", "/api/admin/breaking", "editor", json={**body, "dry_run": False})
     assert sent.status_code == 200, sent.text
     edition_id = sent.json()["edition_id"]
-    assert sent.json()["created"] is True and sent.json()["planned"] == 3
+    assert sent.json()["created"] is True
+    assert sent.json()["planned"] == 3
     assert [len(ids) for _, ids in site.handed] == [3]
     again = site.call("POST", "/api/admin/breaking", "editor", json={**body, "dry_run": False})
-    assert again.json()["edition_id"] == edition_id and again.json()["created"] is False
+    assert again.json()["edition_id"] == edition_id
+    assert again.json()["created"] is False
     assert len(site.handed) == 1
 
     listed = site.call("GET", "/api/admin/editions?kind=breaking", "editor").json()
