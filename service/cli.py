@@ -64,6 +64,8 @@ def up(port: Port = 8000, host: Host = "127.0.0.1") -> None:
     children = {
         "api": _spawn([*me, "api", "--port", str(port), "--host", host], env),
         "worker": _spawn([*me, "worker"], env),
+        # Breaking news never waits behind a digest batch: a worker of its own.
+        "priority worker": _spawn([*me, "worker", "--priority"], env),
         "beat": _spawn([*me, "beat"], env),
     }
     base = env["NEWSLETTER_BASE_URL"]
@@ -197,13 +199,35 @@ def api(
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = WORKER_QUEUES,
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    priority: Annotated[
+        bool,
+        typer.Option(
+            "--priority",
+            help="Consume only the priority queue (breaking news, readers' confirmations), "
+            "one process: run one of these beside the general workers.",
+        ),
+    ] = False,
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name (default celery@HOST, priority@HOST).")
+    ] = None,
 ) -> None:
-    """Run a Celery worker."""
-    from service.tasks import app
+    """Run a Celery worker.
 
+    In production run at least two: `newsletter worker` (every queue) and
+    `newsletter worker --priority`. A worker busy with a 500-reader digest batch finishes it
+    before taking anything else, so breaking news needs a process that consumes only the
+    priority queue to go out within seconds while a digest sends.
+    """
+    from service.tasks import PRIORITY_QUEUE, app
+
+    if priority:
+        queues, concurrency = PRIORITY_QUEUE, 1
+    node = hostname or ("priority@%h" if priority else "celery@%h")
     app.worker_main(
         [
             "worker",
+            "--hostname",
+            node,
             "--queues",
             queues,
             "--concurrency",
@@ -453,6 +477,36 @@ def digest_list(
             )
 
 
+@digest_cli.command("cancel")
+def digest_cancel(
+    edition: Annotated[int, typer.Argument(help="The edition's id (see `digest list`).")],
+) -> None:
+    """Cancel an edition: what has not been handed to a sender is never sent."""
+    from service.db import session_factory
+    from service.digests import editions
+
+    with session_factory()() as session:
+        try:
+            detail = editions.cancel_edition(session, edition)
+        except editions.EditionError as exc:
+            typer.echo(f"not cancelled: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"edition {detail.id} cancelled: {detail.cancelled} deliveries never sent")
+    typer.echo(_figures(detail))
+
+
+def _figures(detail: object) -> str:
+    from service.digests.editions import EditionSummary
+
+    assert isinstance(detail, EditionSummary)
+    return (
+        f"  {detail.status}, {detail.progress:.0f}%: planned {detail.planned}  sent {detail.sent}  "
+        f"failed {detail.failed}  skipped {detail.skipped}  suppressed {detail.suppressed}  "
+        f"unknown {detail.unknown}  left {detail.left}"
+        + (f"  (paused: {detail.paused_reason})" if detail.paused_reason else "")
+    )
+
+
 @digest_cli.command("resume")
 def digest_resume(
     edition: Annotated[int, typer.Argument(help="The paused edition's id.")],
@@ -476,6 +530,55 @@ def digest_resume(
         session.commit()
         queued = requeue(session, edition, dispatch, datetime.now(UTC))
     typer.echo(f"edition {edition}: {queued} queued deliveries handed to the workers")
+
+
+@cli.command()
+def breaking(
+    post: Annotated[str, typer.Argument(help="The post's id or URL.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the readers and show the mail; send nothing.")
+    ] = False,
+    subject: Annotated[
+        str | None, typer.Option(help="Subject line instead of 'Breaking: <title>'.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Show progress until it is done.")] = False,
+) -> None:
+    """Send one post as breaking news to its tags' readers (priority queue); a second trigger
+    for the same post sends nothing."""
+    from service.db import session_factory
+    from service.digests import breaking as breaking_news
+    from service.digests import editions
+    from service.tasks import dispatch_priority
+
+    _upgrade_database()
+    settings = get_settings()
+    with session_factory()() as session:
+        try:
+            if dry_run:
+                preview = breaking_news.preview_breaking(session, settings, post, subject)
+                typer.echo(f"post {preview.post_id}: {preview.post_title} ({preview.post_url})")
+                if preview.edition_id is not None:
+                    typer.echo(
+                        f"sent before: edition {preview.edition_id}; a trigger sends nothing"
+                    )
+                typer.echo(f"would reach {preview.readers} readers")
+                typer.echo(f"subject: {preview.subject}\n\n{preview.text}")
+                return
+            sent = breaking_news.trigger_breaking(session, post, dispatch_priority, subject)
+        except breaking_news.BreakingError as exc:
+            typer.echo(f"not sent: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        if sent.created:
+            typer.echo(f"edition {sent.edition_id}: {sent.planned} readers, on the priority queue")
+        else:
+            typer.echo(f"edition {sent.edition_id} exists already: nothing new sent")
+        while True:
+            detail = editions.edition_detail(session, sent.edition_id)
+            typer.echo(_figures(detail))
+            if not watch or detail.status in ("done", "cancelled") or detail.paused_reason:
+                break
+            time.sleep(1)
+            session.commit()
 
 
 @tokens_cli.command("create")

@@ -36,6 +36,7 @@ from service.mail import TemporaryError
 from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
 from service.mail.throttle import throttle_from_settings
+from service.models import EditionKind
 from service.readers import accounts
 from service.readers import mail as reader_mail
 from service.readers.mail import ReaderMail
@@ -43,7 +44,8 @@ from service.readers.schemas import SubscribeIn
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("priority", "mail", "poll", "default")
+PRIORITY_QUEUE = "priority"  # breaking news and readers' own mail, ahead of digests
+QUEUES = (PRIORITY_QUEUE, "mail", "poll", "default")
 TICK_SECONDS = 60.0
 
 app = Celery("newsletter")
@@ -230,6 +232,17 @@ def dispatch(edition_id: int, delivery_ids: Sequence[int]) -> None:
     send_deliveries.delay(edition_id, list(delivery_ids))
 
 
+def dispatch_priority(edition_id: int, delivery_ids: Sequence[int]) -> None:
+    """Breaking news' hand-off: its batches go to the `priority` queue, which a worker of its
+    own consumes (`newsletter worker --priority`), so they never wait behind digest batches."""
+    send_deliveries.apply_async((edition_id, list(delivery_ids)), queue=PRIORITY_QUEUE)
+
+
+def queue_for(kind: str | None) -> str:
+    """The queue an edition's send batches (and their retries) go to."""
+    return PRIORITY_QUEUE if kind == EditionKind.BREAKING else "mail"
+
+
 @app.task(name="service.tasks.send_deliveries")
 def send_deliveries(edition_id: int, delivery_ids: list[int]) -> str:
     """Send one batch of an edition's deliveries; what failed temporarily comes back later.
@@ -247,7 +260,11 @@ def send_deliveries(edition_id: int, delivery_ids: list[int]) -> str:
         throttle=throttle_from_settings(get_settings(), mail.name),
     )
     if report.retry_ids and not report.paused:
-        send_deliveries.apply_async((edition_id, report.retry_ids), countdown=report.retry_in)
+        send_deliveries.apply_async(
+            (edition_id, report.retry_ids),
+            countdown=report.retry_in,
+            queue=queue_for(report.kind),
+        )
     log.info("send batch", extra={"edition_id": edition_id, "result": report.describe()})
     return report.describe()
 

@@ -64,8 +64,11 @@ _TIME_SLOTS = tuple(slot(t) for t in _TIMES)
 # Times that come out of Jinja's escaping, the CSS inliner and html.escape unchanged.
 _PLAIN = re.compile(r"[\w ,.:+-]*")
 
-# (template, site, base URL, title, followed tags, shown posts, number of posts) -> layout
-_LayoutKey = tuple[str, str, str, str, tuple[tuple[int, str, str], ...], tuple[PostView, ...], int]
+# (template, site, base URL, title, followed tags, shown posts, number of posts, the edition's
+# own subject) -> layout
+_LayoutKey = tuple[
+    str, str, str, str, tuple[tuple[int, str, str], ...], tuple[PostView, ...], int, str | None
+]
 _layouts: OrderedDict[_LayoutKey, PackedBody] = OrderedDict()
 _layouts_lock = threading.Lock()
 _checked: dict[str, bool] = {}  # template -> its layouts give what a full render gives
@@ -126,6 +129,13 @@ class Composer:
             signer=self.signer,
         )
 
+    def preview(
+        self, reader: Reader, posts: Sequence[PostView], links: Mapping[str, str]
+    ) -> Rendered:
+        """The message ``reader`` would get, with ``links`` (``unsubscribe_url``,
+        ``preferences_url``) put where each reader's own links go: a preview names no reader."""
+        return self._body(reader, posts).fill(links).rendered
+
     def _body(self, reader: Reader, posts: Sequence[PostView]) -> PreparedMessage:
         followed = tuple(sorted(reader.tag_ids, key=lambda t: self.tags.get(t, ("", ""))[0]))
         key = _BodyKey(self.template, reader.timezone, tuple(p.id for p in posts), followed)
@@ -144,6 +154,7 @@ class Composer:
             tuple((t, *self.tags[t]) for t in followed),
             shown,
             len(posts),
+            self.edition.subject,
         )
         body = self._by_times.get((layout_key, times))
         if body is None:
@@ -196,7 +207,7 @@ class Composer:
 
     def _render(self, key: _LayoutKey, times: tuple[str, ...]) -> Rendered:
         self.renders += 1
-        template, site, base, title, followed, shown, total = key
+        template, site, base, title, followed, shown, total, subject = key
         views = {p.id: _item(p, time) for p, time in zip(shown, times, strict=True)}
         groups: list[dict[str, Any]] = []
         placed: set[int] = set()
@@ -210,6 +221,7 @@ class Composer:
             "site_name": site,
             "base_url": base,
             "schedule_title": title,
+            "subject": subject,  # an editor's own subject line (breaking news), else None
             "total": total,
             "headlines": [views[p.id] for p in shown[:HEADLINES]],
             "groups": groups,

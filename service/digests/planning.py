@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.digests.schedules import PERIOD, due_occurrence
+from service.digests.sending import CANCELLED, finish_if_done
 from service.models import (
     Cadence,
+    DeliveredPost,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -40,6 +42,7 @@ from service.models import (
     Subscriber,
     SubscriberStatus,
     Subscription,
+    Suppression,
     post_tags,
 )
 
@@ -48,6 +51,8 @@ __all__ = [
     "SEND_BATCH",
     "Announcer",
     "Planned",
+    "breaking_audience",
+    "breaking_key",
     "edition_for",
     "plan_breaking",
     "plan_digests",
@@ -237,9 +242,9 @@ def plan_readers(
                 .returning(Delivery.id)
             )
         )
-        session.execute(
+        live = session.scalar(
             update(Edition)
-            .where(Edition.id == edition.id)
+            .where(Edition.id == edition.id, Edition.status != EditionStatus.CANCELLED)
             .values(
                 planned=Edition.planned + len(delivery_ids),
                 heartbeat_at=at,
@@ -247,13 +252,30 @@ def plan_readers(
                 status=EditionStatus.SENDING,
                 finished_at=None,
             )
+            .returning(Edition.id)
         )
+        if live is None:  # cancelled while this chunk was planned: it never goes out
+            _cancel_rows(session, edition.id, delivery_ids, at)
+            session.commit()
+            break
         session.commit()
         for start in range(0, len(delivery_ids), SEND_BATCH):
             dispatch(edition.id, delivery_ids[start : start + SEND_BATCH])
             planned.batches += 1
         planned.deliveries += len(delivery_ids)
     return planned
+
+
+def _cancel_rows(
+    session: Session, edition_id: int, delivery_ids: Sequence[int], at: datetime
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(list(delivery_ids)), Delivery.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SKIPPED, error=CANCELLED, sent_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    finish_if_done(session, edition_id, at)  # the figures, recounted from the rows
 
 
 def instant_posts(session: Session, post_ids: Sequence[int]) -> list[int]:
@@ -308,19 +330,49 @@ def plan_instant(
     return plan_readers(session, edition, who, dispatch, chunk)
 
 
-def plan_breaking(
-    session: Session, post_id: int, dispatch: Dispatch, chunk: int = PLAN_CHUNK
-) -> Planned | None:
-    """The post's one breaking edition, to every reader who follows one of its tags (at any
-    cadence) and has breaking alerts on. A second trigger finds the edition and adds nobody."""
+def breaking_audience(session: Session, post_id: int) -> ColumnElement[bool] | None:
+    """Who a breaking send of the post reaches (None: the post has no tags): active, unpaused
+    readers who follow one of its tags (at any cadence) with breaking alerts on, less
+    addresses on the suppression list and readers the post ledger says have the post already.
+    The dry run counts this set and `plan_breaking` plans it: one query, shared."""
     tag_ids = list(
         session.scalars(select(post_tags.c.tag_id).where(post_tags.c.post_id == post_id))
     )
     if not tag_ids:
         return None
-    edition = edition_for(session, f"breaking:{post_id}", EditionKind.BREAKING, post_id=post_id)
     follows = exists().where(
         Subscription.subscriber_id == Subscriber.id, Subscription.tag_id.in_(tag_ids)
     )
-    who = and_(_mailable(), Subscriber.breaking_alerts.is_(True), follows)
+    # Entries kept with their address; an erased reader's hash-only entry goes with an
+    # `erased` status, which `_mailable` leaves out already. Send time checks the hash too.
+    suppressed = exists().where(
+        Suppression.email.is_not(None),
+        func.lower(Suppression.email) == func.lower(Subscriber.email),
+    )
+    has_post = exists().where(
+        DeliveredPost.subscriber_id == Subscriber.id, DeliveredPost.post_id == post_id
+    )
+    return and_(_mailable(), Subscriber.breaking_alerts.is_(True), follows, ~suppressed, ~has_post)
+
+
+def plan_breaking(
+    session: Session,
+    post_id: int,
+    dispatch: Dispatch,
+    chunk: int = PLAN_CHUNK,
+    *,
+    subject: str | None = None,
+) -> Planned | None:
+    """The post's one breaking edition, to its `breaking_audience`. A trigger that finds the
+    edition plans only readers not yet in it (none, once planning has finished)."""
+    who = breaking_audience(session, post_id)
+    if who is None:
+        return None
+    edition = edition_for(
+        session, breaking_key(post_id), EditionKind.BREAKING, post_id=post_id, subject=subject
+    )
     return plan_readers(session, edition, who, dispatch, chunk)
+
+
+def breaking_key(post_id: int) -> str:
+    return f"breaking:{post_id}"

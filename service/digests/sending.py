@@ -64,12 +64,21 @@ from service.models import (
 )
 from service.suppressions import email_hash, suppress
 
-__all__ = ["MAX_ATTEMPTS", "PAUSE_AFTER", "BatchReport", "finish_if_done", "send_batch"]
+__all__ = [
+    "CANCELLED",
+    "MAX_ATTEMPTS",
+    "PAUSE_AFTER",
+    "BatchReport",
+    "edition_cancelled",
+    "finish_if_done",
+    "send_batch",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # temporary failures before a delivery is given up as failed
 PAUSE_AFTER = 10  # failed attempts in a row on one edition before it pauses
+CANCELLED = "cancelled"  # the error of deliveries a cancelled edition never sent
 STOP_BATCH_AFTER = 3  # temporary failures in a row before a batch stops and backs off
 RETRY_BASE, RETRY_MAX = 5.0, 600.0  # seconds; far below the broker's visibility timeout
 
@@ -88,6 +97,7 @@ class BatchReport:
     retry_in: float = 0.0
     paused: str | None = None
     renders: int = 0
+    kind: str | None = None  # the edition's kind: its retries go back to the same queue
 
     def describe(self) -> str:
         parts = [f"{k} {v}" for k, v in sorted(self.counts.items())]
@@ -122,6 +132,7 @@ def send_batch(
         edition = session.get(Edition, edition_id)
         if edition is None or edition.status == EditionStatus.CANCELLED:
             return report
+        report.kind = str(edition.kind)
         if edition.paused_reason:
             report.paused = edition.paused_reason
             return report
@@ -274,6 +285,8 @@ class _Sending:
             self.session.commit()
             pending = None
             if not claimed:
+                if self._cancelled():  # the rest of the batch was cancelled with it
+                    break
                 continue
             message = self.composer.message(job.reader, job.posts)
             result = self._send_one(message)
@@ -297,6 +310,8 @@ class _Sending:
             chunk = self._claim(jobs[start : start + size])
             self.session.commit()
             if not chunk:
+                if self._cancelled():
+                    break
                 continue
             messages = [self.composer.message(j.reader, j.posts) for j in chunk]
             self._pace(len(messages))
@@ -309,6 +324,10 @@ class _Sending:
             if self.pause or all(isinstance(r, TemporaryError) for r in results):
                 self._requeue_rest(jobs[start + size :])
                 break
+
+    def _cancelled(self) -> bool:
+        """Asked when a claim won nothing: a cancelled edition's queued rows are final."""
+        return edition_cancelled(self.session, self.edition.id)
 
     def _send_one(self, message: OutgoingMessage) -> str | MailError:
         try:
@@ -498,6 +517,10 @@ def _finish(
     sending: _Sending | None = None,
 ) -> None:
     """Counters, heartbeat, pause, done: one UPDATE (plus one probe when nothing is left)."""
+    if report.retry_ids and edition_cancelled(session, edition.id):
+        # Rows a temporary failure put back to `queued` after the edition was cancelled.
+        _move(session, report.retry_ids, DeliveryStatus.SKIPPED, CANCELLED, report)
+        report.retry_ids = []
     counts = report.counts
     values: dict[str, object] = {
         "heartbeat_at": now,
@@ -515,6 +538,11 @@ def _finish(
     if not report.retry_ids:
         finish_if_done(session, edition.id, now)
     session.commit()
+
+
+def edition_cancelled(session: Session, edition_id: int) -> bool:
+    status = session.scalar(select(Edition.status).where(Edition.id == edition_id))
+    return status == EditionStatus.CANCELLED
 
 
 def finish_if_done(session: Session, edition_id: int, now: datetime) -> bool:
