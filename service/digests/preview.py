@@ -8,7 +8,7 @@ in Europe/Kyiv following two tags of The Harbour Courier (the fictional portal o
 demo`); nobody real is in it, and its links carry placeholder tokens that open nothing.
 
     sample(settings, "digest") -> Sample(name, kind, subject, text, html, message)
-    test_message(settings, "digest", "ops@example.org") -> OutgoingMessage  ("[TEST] " subject)
+    sample_as_test(settings, "digest", "ops@example.org") -> OutgoingMessage  ("[TEST] " subject)
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ __all__ = [
     "Sample",
     "UnknownTemplate",
     "sample",
+    "sample_as_test",
     "send_test",
     "template_kind",
     "templates",
-    "test_message",
 ]
 
 TEST_PREFIX = "[TEST] "
@@ -104,9 +104,7 @@ def sample(settings: Settings, name: str, *, now: datetime | None = None) -> Sam
     tokens = SampleTokens(settings)
     message: OutgoingMessage | None
     if kind in ("confirm", "manage"):
-        message = build_reader_mail(
-            settings, tokens, ReaderMail(kind), _reader_row(kind), "sample"
-        )
+        message = build_reader_mail(settings, tokens, ReaderMail(kind), _reader_row(kind), "sample")
     elif kind == "test":
         message = build_test_message(settings, SAMPLE_READER, now)
     else:
@@ -124,7 +122,7 @@ def sample(settings: Settings, name: str, *, now: datetime | None = None) -> Sam
     )
 
 
-def test_message(settings: Settings, name: str, to: str) -> OutgoingMessage:
+def sample_as_test(settings: Settings, name: str, to: str) -> OutgoingMessage:
     """The sample of ``name`` addressed to ``to``, marked as a test in its subject and headers.
 
     Not bulk mail: it carries no List-Unsubscribe (there is no list to leave), and its links
@@ -143,7 +141,7 @@ def test_message(settings: Settings, name: str, to: str) -> OutgoingMessage:
 
 def send_test(sender: Sender, settings: Settings, name: str, to: str) -> str:
     """Send the test of ``name`` to ``to``; the backend's id for it."""
-    return sender.send(test_message(settings, name, to))
+    return sender.send(sample_as_test(settings, name, to))
 
 
 def _part(message: EmailMessage, subtype: str) -> str:

@@ -180,7 +180,7 @@ def import_csv(
         _check_header(reader.fieldnames)
         report = ImportReport(source=source[:_SOURCE_CHARS])
         with sessions() as session:
-            known_tags = dict(session.execute(select(Tag.slug, Tag.id)).tuples())
+            known_tags = dict(session.execute(select(Tag.slug, Tag.id)).all())
         seen: dict[int, int] = {}  # hash of the address -> its first line
         now = datetime.now(UTC)
         chunk: list[_Row] = []
@@ -218,7 +218,7 @@ def import_csv(
 def _check_header(fieldnames: Sequence[str] | None) -> None:
     expected = ",".join(COLUMNS)
     if not fieldnames:
-        raise ImportFileError(f"the file is empty; the first line must name the columns: {expected}")
+        raise ImportFileError(f"the file is empty; its first line must name the columns {expected}")
     names = [(n or "").strip().lower() for n in fieldnames]
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
@@ -329,6 +329,8 @@ def _schema_problems(exc: ValidationError, body: dict[str, Any]) -> list[tuple[R
         reason = _FIELD_REASONS.get(name, Reason.BAD_ROW)
         if reason in found:
             continue  # the first error per field says enough (a cadence fails both union arms)
+        if error["type"] == "string_pattern_mismatch" and reason == Reason.UNKNOWN_TAG:
+            message = "not a tag slug (lowercase letters, digits and dashes)"
         value = body.get(name)
         if name == "tags" and len(loc) > 1 and isinstance(loc[1], int):
             value = body["tags"][loc[1]]
@@ -398,7 +400,7 @@ def _apply(session: Session, rows: list[_Row], source: str, notify: Notifier) ->
             select(Suppression.email_hash, Suppression.reason).where(
                 Suppression.email_hash.in_(list(hashes.values()))
             )
-        ).tuples()
+        ).all()
     )
     new: list[_Row] = []
     activate: list[tuple[int, _Row]] = []
@@ -463,7 +465,7 @@ _TAG_IDS = "newsletter.import.tag_ids"
 def _tag_ids(session: Session, row: _Row) -> list[tuple[int, Cadence]]:
     ids: dict[str, int] | None = session.info.get(_TAG_IDS)
     if ids is None:
-        ids = session.info[_TAG_IDS] = dict(session.execute(select(Tag.slug, Tag.id)).tuples())
+        ids = session.info[_TAG_IDS] = dict(session.execute(select(Tag.slug, Tag.id)).all())
     # A tag deleted since the file was checked: its subscription is left out (not an error).
     return [(ids[slug], cadence) for slug, cadence in row.cadences.items() if slug in ids]
 
@@ -476,7 +478,7 @@ def _activate(session: Session, readers: list[tuple[int, _Row]], source: str) ->
             select(Subscription.subscriber_id, Subscription.tag_id).where(
                 Subscription.subscriber_id.in_(ids)
             )
-        ).tuples()
+        ).all()
     )
     session.execute(
         update(Subscriber),

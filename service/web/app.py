@@ -25,7 +25,7 @@ from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
 from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier
-from service.web import admin_api, demo_feeds, feeds_out, pages, readers_api
+from service.web import admin_api, admin_bulk, demo_feeds, feeds_out, pages, readers_api
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(pages.router)
     app.include_router(feeds_out.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_bulk.router)
     app.include_router(demo_feeds.router)
 
     @app.exception_handler(StarletteHTTPException)
