@@ -419,7 +419,7 @@ def test_the_cli_imports_with_a_report_and_the_worker_confirms(
         exported = run_cli(env, "subscribers", "export", "--output", str(out))
         assert exported.returncode == 0, exported.stderr
         assert "exported 3 readers" in exported.stderr
-        rows = list(csv.DictReader(out.open()))
+        rows = list(csv.DictReader(io.StringIO(out.read_text())))
         assert [r["email"] for r in rows] == [
             "ann@example.org",
             "bob@example.org",
