@@ -12,8 +12,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import UploadFile
 
+from service.config import Settings
 from service.digests import preview
 from service.readers import bulk
+from service.readers.accounts import Notifier
 from service.readers.bulk import ImportReport
 from service.readers.schemas import Email
 from service.tasks import enqueue, send_template_test
@@ -80,24 +82,26 @@ async def import_subscribers(
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_IMPORT_BYTES:
         raise _too_large()
-    name = "api"
-    upload: IO[bytes]
     if content_type == "multipart/form-data":
         if length is None:
             raise HTTPException(411, detail="A multipart upload needs a Content-Length.")
-        form = await request.form(max_files=1, max_fields=5)
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise HTTPException(422, detail="Send the CSV in the multipart field 'file'.")
-        upload = file.file
-        name = file.filename or name
-    elif content_type in CSV_TYPES:
-        upload = await _spool(request)
-    else:
+        async with request.form(max_files=1, max_fields=5) as form:  # closes its files
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise HTTPException(422, detail="Send the CSV in the multipart field 'file'.")
+            return await _import(request, file.file, file.filename or "upload", settings, notify)
+    if content_type not in CSV_TYPES:
         raise HTTPException(
             415,
             detail="Send the CSV as the body (Content-Type: text/csv) or as a multipart upload.",
         )
+    with await _spool(request) as body:
+        return await _import(request, body, "api", settings, notify)
+
+
+async def _import(
+    request: Request, upload: IO[bytes], name: str, settings: Settings, notify: Notifier
+) -> ImportReport:
     try:
         return await run_in_threadpool(
             bulk.import_csv,
@@ -109,14 +113,12 @@ async def import_subscribers(
         )
     except bulk.ImportFileError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
-    finally:
-        upload.close()
 
 
-async def _spool(request: Request) -> IO[bytes]:
+async def _spool(request: Request) -> tempfile.SpooledTemporaryFile[bytes]:
     """The body in a temporary file (memory up to 1 MiB), refused past the size cap even when
     the client sent no Content-Length."""
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by caller
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - caller closes
     size = 0
     async for piece in request.stream():
         size += len(piece)
