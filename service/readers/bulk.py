@@ -26,10 +26,10 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -422,12 +422,14 @@ def _apply(session: Session, rows: list[_Row], source: str, notify: Notifier) ->
             else:
                 outcome.unchanged += 1
     if new:
+        # Core inserts of the tables (one multi-row statement per few hundred rows): the ORM's
+        # bulk insert would split a chunk wherever a row's None columns differ from the last.
         ids = session.scalars(
-            insert(Subscriber).returning(Subscriber.id, sort_by_parameter_order=True),
+            insert(_SUBSCRIBERS).returning(_SUBSCRIBERS.c.id, sort_by_parameter_order=True),
             [_new_reader(row, source) for row in new],
         ).all()
         session.execute(
-            insert(Subscription),
+            insert(_SUBSCRIPTIONS),
             [
                 {"subscriber_id": sid, "tag_id": tag_id, "cadence": cadence}
                 for sid, row in zip(ids, new, strict=True)
@@ -460,6 +462,8 @@ def _new_reader(row: _Row, source: str) -> dict[str, Any]:
 
 
 _TAG_IDS = "newsletter.import.tag_ids"
+_SUBSCRIBERS = cast(Table, Subscriber.__table__)
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 
 
 def _tag_ids(session: Session, row: _Row) -> list[tuple[int, Cadence]]:
@@ -500,7 +504,7 @@ def _activate(session: Session, readers: list[tuple[int, _Row]], source: str) ->
         if (sid, tag_id) not in have
     ]
     if added:
-        session.execute(insert(Subscription), added)
+        session.execute(insert(_SUBSCRIPTIONS), added)
 
 
 # -- export -------------------------------------------------------------------------------
