@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import Envelope
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -80,7 +81,7 @@ def site(engine: Engine, sessions: Callable[[], Session], settings: Settings) ->
         yield Site(client, tokens)
 
 
-ROUTES = [
+ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     (
         "POST",
         "/api/admin/subscribers/import",
@@ -89,7 +90,7 @@ ROUTES = [
     ("GET", "/api/admin/subscribers/export", {}),
     ("POST", "/api/admin/templates/digest/test-send", {"json": {"to": "ops@example.org"}}),
 ]
-EDITOR_ROUTES = [
+EDITOR_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/admin/templates", {}),
     ("GET", "/api/admin/templates/digest/preview", {}),
 ]
@@ -286,7 +287,7 @@ def test_each_sample_reaches_an_smtp_server_marked_as_a_test(
     finally:
         sender.close()
     [envelope] = server.handler.received
-    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    message = email.message_from_bytes(_content(envelope), policy=email.policy.default)
     assert message["To"] == "ops@example.org"
     assert str(message["Subject"]).startswith("[TEST] ")
     assert message["X-Newsletter-Test"] == name
@@ -326,7 +327,12 @@ def test_the_api_test_send_goes_through_a_real_worker(
         tasks.configure(get_settings())
         assert stop(worker) == 0
     message = email.message_from_bytes(
-        server.handler.received[0].content, policy=email.policy.default
+        _content(server.handler.received[0]), policy=email.policy.default
     )
     assert message["Subject"] == ("[TEST] Breaking: Council approves the river district tram line")
     assert server.handler.count_by_recipient() == {"Ops@example.org": 1}
+
+
+def _content(envelope: Envelope) -> bytes:
+    assert isinstance(envelope.content, bytes)
+    return envelope.content

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import Envelope
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -235,7 +236,7 @@ def test_ten_thousand_rows_import_once_and_mail_each_pending_reader_once(
     finally:
         assert stop(worker) == 0
     confirmation = email.message_from_bytes(
-        server.handler.received[0].content, policy=email.policy.default
+        _content(server.handler.received[0]), policy=email.policy.default
     )
     assert "Confirm" in str(confirmation["Subject"])
 
@@ -433,3 +434,8 @@ def test_the_cli_imports_with_a_report_and_the_worker_confirms(
         for p in outbox.glob("*.eml")
     )
     assert recipients == ["bob@example.org", "cy@example.org"]
+
+
+def _content(envelope: Envelope) -> bytes:
+    assert isinstance(envelope.content, bytes)
+    return envelope.content
