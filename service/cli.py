@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,11 +31,13 @@ tokens_cli = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 mail_cli = typer.Typer(help="Mail checks.", no_args_is_help=True)
 schedules_cli = typer.Typer(help="Digest programmes (daily, weekly).", no_args_is_help=True)
 digest_cli = typer.Typer(help="Plan and send digests.", no_args_is_help=True)
+subscribers_cli = typer.Typer(help="Readers in bulk: CSV import and export.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(digest_cli, name="digest")
 cli.add_typer(schedules_cli, name="schedules")
 cli.add_typer(mail_cli, name="mail")
 cli.add_typer(sources_cli, name="sources")
+cli.add_typer(subscribers_cli, name="subscribers")
 cli.add_typer(tokens_cli, name="tokens")
 
 WORKER_QUEUES = "priority,mail,poll,default"
@@ -579,6 +582,104 @@ def breaking(
                 break
             time.sleep(1)
             session.commit()
+@subscribers_cli.command("import")
+def subscribers_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV: email,tags,cadence,timezone,send_hour,consented_at")
+    ],
+) -> None:
+    """Import readers: rows with consented_at active, the others pending with a confirmation
+    mail (sent by the worker). Exit 1 when rows were rejected, 2 when the file was refused."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from service.db import session_factory
+    from service.readers import bulk
+    from service.tasks import TaskNotifier
+
+    if not file.is_file():
+        typer.echo(f"no such file: {file}", err=True)
+        raise typer.Exit(2)
+    _upgrade_database()
+    console = Console(stderr=True)
+    with (
+        file.open("rb") as raw,
+        Progress(
+            TextColumn("importing {task.fields[rows]:,} rows"),
+            BarColumn(),
+            TaskProgressColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        bar = progress.add_task("import", total=file.stat().st_size or 1, rows=0)
+
+        def advance(so_far: bulk.ImportReport) -> None:
+            progress.update(bar, completed=raw.tell(), rows=so_far.rows)
+
+        try:
+            report = bulk.import_csv(
+                session_factory(),
+                raw,
+                source=f"import:{file.name}",
+                settings=get_settings(),
+                notify=TaskNotifier(),
+                on_chunk=advance,
+            )
+        except bulk.ImportFileError as exc:
+            typer.echo(f"not imported: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(_describe_import(report))
+    raise typer.Exit(1 if report.rejected else 0)
+
+
+def _describe_import(report: object) -> str:
+    from service.readers.bulk import ImportReport
+
+    assert isinstance(report, ImportReport)
+    lines = [
+        f"{report.rows:,} rows: {report.imported_active:,} imported active, "
+        f"{report.imported_pending:,} imported pending (a confirmation mail each), "
+        f"{report.unchanged:,} unchanged, {report.skipped:,} skipped, "
+        f"{report.rejected:,} rejected"
+    ]
+    for title, problems in (("rejected", report.rejected_rows), ("skipped", report.skipped_rows)):
+        if problems:
+            lines.append(f"{title}:")
+        lines += [f"  line {p.line}: {p.reason}: {p.email} ({p.detail})" for p in problems]
+    if report.truncated:
+        lines.append(
+            f"(only the first {len(report.rejected_rows) + len(report.skipped_rows)} "
+            "problems are listed)"
+        )
+    return "\n".join(lines)
+
+
+@subscribers_cli.command("export")
+def subscribers_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of to stdout.")
+    ] = None,
+) -> None:
+    """Write active and pending readers as CSV, in the columns `import` reads."""
+    import csv
+
+    from service.db import session_factory
+    from service.readers import bulk
+
+    _upgrade_database()
+    count = 0
+    out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(bulk.COLUMNS)
+        for row in bulk.export_rows(session_factory()):
+            writer.writerow(row)
+            count += 1
+    finally:
+        if output:
+            out.close()
+    typer.echo(f"exported {count:,} readers" + (f" to {output}" if output else ""), err=True)
 
 
 @tokens_cli.command("create")

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
 from service.db import on_commit, session_factory, session_scope
-from service.digests import planning, sending, sweep
+from service.digests import planning, preview, sending, sweep
 from service.feeds import poller
 from service.feeds.fetch import make_client
 from service.logs import configure_logging
@@ -103,6 +103,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "service.tasks.tick": {"queue": "default"},
             "service.tasks.send_test_mail": {"queue": "mail"},
+            "service.tasks.send_template_test": {"queue": "mail"},
             # A reader is waiting for their confirmation: ahead of bulk mail.
             "service.tasks.send_reader_mail": {"queue": "priority"},
             "service.tasks.process_subscription": {"queue": "priority"},
@@ -274,6 +275,14 @@ def send_test_mail(to: str) -> str:
     """Send the `test` message to ``to`` through the configured backend."""
     backend_id = send_test_message(sender(), get_settings(), to)
     log.info("test mail sent", extra={"backend_id": backend_id})
+    return backend_id
+
+
+@app.task(name="service.tasks.send_template_test", **MAIL_RETRY)
+def send_template_test(name: str, to: str) -> str:
+    """Send template ``name`` with its sample data to ``to``, marked as a test."""
+    backend_id = preview.send_test(sender(), get_settings(), name, to)
+    log.info("template test sent", extra={"template": name, "backend_id": backend_id})
     return backend_id
 
 

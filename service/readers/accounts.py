@@ -96,10 +96,17 @@ def check_request(session: Session, request: SubscribeIn, settings: Settings) ->
     whether the address is known happens in `subscribe`, in the worker, so neither the answer
     nor its timing can tell a new address from a known one.
     """
-    domain = request.email.rsplit("@", 1)[1].lower()
-    if domain in settings.blocked_domains():
-        raise ReaderError("email", "addresses at this domain are not accepted")
+    if domain_blocked(request.email, settings):
+        raise ReaderError("email", BLOCKED_DOMAIN)
     return tags_by_slug(session, request.tags)
+
+
+BLOCKED_DOMAIN = "addresses at this domain are not accepted"
+
+
+def domain_blocked(email: str, settings: Settings) -> bool:
+    """The address is at a domain the operator refuses (``BLOCKED_EMAIL_DOMAINS``)."""
+    return email.rsplit("@", 1)[1].lower() in settings.blocked_domains()
 
 
 def subscribe(

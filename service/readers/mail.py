@@ -12,7 +12,7 @@ import enum
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.mail import build_message, make_message_id, render
+from service.mail import OutgoingMessage, build_message, make_message_id, render
 from service.mail.message import dkim_signer_from_settings
 from service.mail.senders import Sender
 from service.models import Subscriber, SubscriberStatus
@@ -51,7 +51,17 @@ def send_reader_mail(
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or is_suppressed(session, subscriber.email):
         return None
-    tokens = Tokens(settings)
+    message = build_reader_mail(settings, Tokens(settings), kind, subscriber, request_id)
+    return None if message is None else sender.send(message)
+
+
+def build_reader_mail(
+    settings: Settings, tokens: Tokens, kind: ReaderMail, subscriber: Subscriber, request_id: str
+) -> OutgoingMessage | None:
+    """The message ``kind`` for ``subscriber`` as it is now; None when it no longer applies.
+
+    Also what the template preview shows, for an invented reader and placeholder tokens.
+    """
     context: dict[str, object] = {"site_name": settings.display_name, "base_url": settings.base_url}
     if kind is ReaderMail.CONFIRM:
         if subscriber.status != SubscriberStatus.PENDING or not subscriber.confirm_nonce:
@@ -68,7 +78,7 @@ def send_reader_mail(
         if subscriber.status != SubscriberStatus.ACTIVE:
             return None
         context |= reader_urls(settings, tokens, subscriber)
-    message = build_message(
+    return build_message(
         render(kind.value, context),
         to=subscriber.email,
         mail_from=settings.mail_from,
@@ -77,4 +87,3 @@ def send_reader_mail(
         ),
         signer=dkim_signer_from_settings(settings),
     )
-    return sender.send(message)

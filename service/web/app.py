@@ -27,6 +27,7 @@ from service.readers.tokens import Tokens
 from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
 from service.web import (
     admin_api,
+    admin_bulk,
     admin_editions,
     admin_operations,
     console,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(admin_api.router)
     app.include_router(admin_operations.router)
     app.include_router(admin_editions.router)
+    app.include_router(admin_bulk.router)
     app.include_router(demo_feeds.router)
     app.include_router(console.router)
 
