@@ -582,6 +582,8 @@ def breaking(
                 break
             time.sleep(1)
             session.commit()
+
+
 @subscribers_cli.command("import")
 def subscribers_import(
     file: Annotated[

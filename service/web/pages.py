@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,13 +74,20 @@ ERRORS: dict[int, tuple[str, str]] = {
 @lru_cache(maxsize=4)
 def environment(root: Path) -> jinja2.Environment:
     """The web pages' Jinja2 environment (autoescaped; shared with the admin console later)."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(root / "web"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["when"] = when
+    return env
+
+
+def when(moment: datetime | None) -> str:
+    """A stored time as the console shows it: to the minute, in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
 
 def _security_headers(nonce: str, allow: str = "") -> dict[str, str]:

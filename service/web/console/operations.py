@@ -9,22 +9,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData
 
 from service.digests import schedules
 from service.errors import http_status
 from service.feeds import sources
 from service.models import Cadence
+from service.readers import bulk
 from service.readers.lookup import find_subscribers
 from service.suppressions import SuppressionError, add_suppression, lift_suppression
 from service.suppressions import search_suppressions as search
 from service.web import csrf
+from service.web.admin_bulk import MAX_IMPORT_BYTES
 from service.web.admin_sources import FeedClientDep, PollsDep
 from service.web.console.auth import ConsoleRoute, OperatorPage
 from service.web.console.render import page
-from service.web.deps import SessionDep
+from service.web.deps import NotifierDep, SessionDep, SettingsDep
 from service.web.pages import FormDep
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -313,5 +316,54 @@ def subscribers_page(
 ) -> HTMLResponse:
     address = (email or "").strip()[:320]
     found = find_subscribers(session, address) if address else []
-    context = {"email": address, "found": found, "report": None}
+    context = {"email": address, "found": found, "report": None, "error": None}
     return page(request, editor, "subscribers.html", context, section="subscribers")
+
+
+def _subscribers_page(
+    request: Request,
+    editor: OperatorPage,
+    *,
+    report: bulk.ImportReport | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    context: dict[str, Any] = {"email": "", "found": [], "report": report, "error": error}
+    return page(request, editor, "subscribers.html", context, section="subscribers", status=status)
+
+
+@router.post("/admin/subscribers/import", response_class=HTMLResponse)
+async def import_subscribers(
+    request: Request, editor: OperatorPage, settings: SettingsDep, notify: NotifierDep
+) -> HTMLResponse:
+    """A CSV upload from the page's form: the same import and report as the API's."""
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > MAX_IMPORT_BYTES:
+        limit = f"The file is too large: at most {MAX_IMPORT_BYTES // 2**20} MiB."
+        return _subscribers_page(request, editor, error=limit, status=413)
+    async with request.form(max_files=1, max_fields=5) as form:
+        csrf.verify(request, form.get(csrf.FIELD))
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return _subscribers_page(request, editor, error="Choose a CSV file.", status=422)
+        try:
+            report = await run_in_threadpool(
+                bulk.import_csv,
+                request.app.state.sessions,
+                upload.file,
+                source=f"import:{upload.filename}",
+                settings=settings,
+                notify=notify,
+            )
+        except bulk.ImportFileError as exc:
+            return _subscribers_page(request, editor, error=str(exc), status=422)
+    return _subscribers_page(request, editor, report=report)
+
+
+@router.get("/admin/subscribers/export")
+def export_subscribers(request: Request, _: OperatorPage) -> StreamingResponse:
+    return StreamingResponse(
+        bulk.export_csv(request.app.state.sessions),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'},
+    )
