@@ -98,6 +98,7 @@ def edition_figures(edition_id: int, _: EditorPage, session: SessionDep) -> Resp
         "percent": _percent(detail.progress),
         "paused_reason": detail.paused_reason,
         "finished_at": when(detail.finished_at) if detail.finished_at else None,
+        "first_sent_at": when(detail.first_sent_at) if detail.first_sent_at else None,
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
