@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import service_unavailable
-from tests.processes import free_port, wait_for
+from tests.processes import PYTHON, free_port, service_env, start, start_worker, stop, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,3 +81,33 @@ def answers(url: str) -> bool:
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@contextmanager
+def running_services(
+    var_dir: Path, log: Path, smtp_port: int, seed: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """API and worker as deployed, on SQLite and the embedded broker, mailing through the
+    SMTP server on ``smtp_port``; ``seed`` (Python) runs first. Yields the base URL and env."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = service_env(
+        var_dir,
+        mail_backend="smtp",
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}?starttls=off",
+        base_url=base_url,
+    )
+    for argv in ([PYTHON, "-m", "service", "db", "upgrade"], [PYTHON, "-c", seed]):
+        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=60)
+    api = start(
+        [PYTHON, "-m", "service", "api", "--port", str(port), "--host", "127.0.0.1"], env, log
+    )
+    try:
+        wait_for(lambda: answers(f"{base_url}/healthz"), 20, "the API", log)
+        worker = start_worker(env, log)
+        try:
+            yield base_url, env
+        finally:
+            stop(worker)
+    finally:
+        stop(api)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import Inbox, answers, shot
-from tests.processes import PYTHON, free_port, service_env, start, start_worker, stop, wait_for
+from tests.browser.conftest import Inbox, running_services, shot
+from tests.processes import PYTHON, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.smtp]
 
@@ -53,38 +53,16 @@ EXPECTED = sum(1 for n in range(READERS) if n % 10 != 9) - 1  # alerts on, less 
 @pytest.fixture
 def console(var_dir: Path, tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterator[tuple[str, str]]:
     """API and worker on SQLite and the embedded broker; yields the base URL and a token."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = service_env(
-        var_dir,
-        mail_backend="smtp",
-        smtp_url=f"smtp://127.0.0.1:{inbox[1]}?starttls=off",
-        base_url=base_url,
-    )
-    for argv in ([PYTHON, "-m", "service", "db", "upgrade"], [PYTHON, "-c", SEED]):
-        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=60)
-    made = subprocess.run(
-        [PYTHON, "-m", "service", "tokens", "create", "night-desk", "--role", "editor"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    token = next(w for w in made.stdout.split() if w.startswith("nl_"))
-    log = tmp_path / "services.log"
-    api = start(
-        [PYTHON, "-m", "service", "api", "--port", str(port), "--host", "127.0.0.1"], env, log
-    )
-    try:
-        wait_for(lambda: answers(f"{base_url}/healthz"), 20, "the API", log)
-        worker = start_worker(env, log)
-        try:
-            yield base_url, token
-        finally:
-            stop(worker)
-    finally:
-        stop(api)
+    with running_services(var_dir, tmp_path / "services.log", inbox[1], SEED) as (base_url, env):
+        made = subprocess.run(
+            [PYTHON, "-m", "service", "tokens", "create", "night-desk", "--role", "editor"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        yield base_url, next(w for w in made.stdout.split() if w.startswith("nl_"))
 
 
 def test_an_editor_previews_sends_and_watches_a_breaking_edition(

@@ -9,7 +9,6 @@ to `test-output/screenshots/`.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from service.config import Settings
 from service.db import make_engine
 from service.models import Cadence, Subscriber, SubscriberStatus
 from service.readers.tokens import Purpose, TokenData, Tokens
-from tests.browser.conftest import Inbox, answers, shot
-from tests.processes import PYTHON, free_port, service_env, start, start_worker, stop, wait_for
+from tests.browser.conftest import Inbox, running_services, shot
 
 pytestmark = [pytest.mark.process, pytest.mark.smtp]
 
@@ -46,29 +44,8 @@ with session_scope() as session:
 @pytest.fixture
 def services(var_dir: Path, tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterator[str]:
     """API and worker as deployed, on SQLite and the embedded broker; yields the base URL."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = service_env(
-        var_dir,
-        mail_backend="smtp",
-        smtp_url=f"smtp://127.0.0.1:{inbox[1]}?starttls=off",
-        base_url=base_url,
-    )
-    for argv in ([PYTHON, "-m", "service", "db", "upgrade"], [PYTHON, "-c", SEED]):
-        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=60)
-    log = tmp_path / "services.log"
-    api = start(
-        [PYTHON, "-m", "service", "api", "--port", str(port), "--host", "127.0.0.1"], env, log
-    )
-    try:
-        wait_for(lambda: answers(f"{base_url}/healthz"), 20, "the API", log)
-        worker = start_worker(env, log)
-        try:
-            yield base_url
-        finally:
-            stop(worker)
-    finally:
-        stop(api)
+    with running_services(var_dir, tmp_path / "services.log", inbox[1], SEED) as (base_url, _):
+        yield base_url
 
 
 def reader_in_db(var_dir: Path) -> Subscriber:

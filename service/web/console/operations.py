@@ -62,8 +62,25 @@ def _done(path: str, what: str) -> RedirectResponse:
     return RedirectResponse(f"{path}?done={what}", status_code=303)
 
 
-def _notice(done: str | None) -> str | None:
-    return NOTICES.get(done or "")
+def _show(
+    request: Request,
+    editor: OperatorPage,
+    section: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    done: str | None = None,
+) -> HTMLResponse:
+    """The section's page (`admin/<section>.html`), with a notice after a redirect."""
+    return page(
+        request,
+        editor,
+        f"{section}.html",
+        context,
+        section=section,
+        status=status,
+        notice=NOTICES.get(done or ""),
+    )
 
 
 def _interval(seconds: int) -> str:
@@ -92,15 +109,7 @@ def _sources_page(
         "values": values or {"url": "", "tags": ""},
         "error": error,
     }
-    return page(
-        request,
-        editor,
-        "sources.html",
-        context,
-        section="sources",
-        status=status,
-        notice=_notice(done),
-    )
+    return _show(request, editor, "sources", context, status=status, done=done)
 
 
 @router.get("/admin/sources", response_class=HTMLResponse)
@@ -178,15 +187,7 @@ def _schedules_page(
         "values": NEW_SCHEDULE | (values or {}),
         "error": error,
     }
-    return page(
-        request,
-        editor,
-        "schedules.html",
-        context,
-        section="schedules",
-        status=status,
-        notice=_notice(done),
-    )
+    return _show(request, editor, "schedules", context, status=status, done=done)
 
 
 @router.get("/admin/schedules", response_class=HTMLResponse)
@@ -257,15 +258,7 @@ def _suppressions_page(
 ) -> HTMLResponse:
     found = search(session, q or None, limit=100)
     context = {"suppressions": found.items, "total": found.total, "q": q, "error": error}
-    return page(
-        request,
-        editor,
-        "suppressions.html",
-        context,
-        section="suppressions",
-        status=status,
-        notice=_notice(done),
-    )
+    return _show(request, editor, "suppressions", context, status=status, done=done)
 
 
 @router.get("/admin/suppressions", response_class=HTMLResponse)
@@ -316,8 +309,8 @@ def subscribers_page(
 ) -> HTMLResponse:
     address = (email or "").strip()[:320]
     found = find_subscribers(session, address) if address else []
-    context = {"email": address, "found": found, "report": None, "error": None}
-    return page(request, editor, "subscribers.html", context, section="subscribers")
+    context: dict[str, Any] = {"email": address, "found": found, "report": None, "error": None}
+    return _show(request, editor, "subscribers", context)
 
 
 def _subscribers_page(
@@ -329,7 +322,7 @@ def _subscribers_page(
     status: int = 200,
 ) -> HTMLResponse:
     context: dict[str, Any] = {"email": "", "found": [], "report": report, "error": error}
-    return page(request, editor, "subscribers.html", context, section="subscribers", status=status)
+    return _show(request, editor, "subscribers", context, status=status)
 
 
 @router.post("/admin/subscribers/import", response_class=HTMLResponse)
