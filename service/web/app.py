@@ -25,7 +25,7 @@ from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
 from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier
-from service.web import admin_api, demo_feeds, feeds_out, pages, readers_api
+from service.web import admin_api, archive_pages, demo_feeds, feeds_out, pages, readers_api
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.web.access")
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.announcer = TaskAnnouncer()
     app.include_router(readers_api.router)
     app.include_router(pages.router)
+    app.include_router(archive_pages.router)
     app.include_router(feeds_out.router)
     app.include_router(admin_api.router)
     app.include_router(demo_feeds.router)
