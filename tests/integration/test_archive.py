@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +22,9 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.digests import archive, planning, schedules
 from service.digests.sending import send_batch
-from service.mail import OutgoingMessage
+from service.mail import OutgoingMessage, Sender
+from service.mail.outbox_view import list_messages, open_message
+from service.mail.senders.outbox import OutboxSender
 from service.models import Cadence, Edition, Tag
 from service.web.app import create_app
 from tests.digest_data import RecordingSender, post, reader, tag
@@ -45,9 +48,12 @@ def settings() -> Settings:
 class Sent:
     """Plans with the real planner and sends every batch through a recording sender."""
 
-    def __init__(self, sessions: Sessions, settings: Settings) -> None:
+    def __init__(
+        self, sessions: Sessions, settings: Settings, outbox: OutboxSender | None = None
+    ) -> None:
         self.sessions, self.settings = sessions, settings
         self.sender = RecordingSender()
+        self.outbox = outbox
         self.batches: list[tuple[int, list[int]]] = []
 
     def dispatch(self, edition_id: int, ids: Sequence[int]) -> None:
@@ -57,7 +63,8 @@ class Sent:
         before = len(self.sender.sent)
         batches, self.batches = self.batches, []
         for edition_id, ids in batches:
-            send_batch(self.sessions, self.sender, self.settings, edition_id, ids, now=now)
+            sender: Sender = self.outbox or self.sender
+            send_batch(self.sessions, sender, self.settings, edition_id, ids, now=now)
         return self.sender.sent[before:]
 
     def digest(self, now: datetime = NOW) -> list[OutgoingMessage]:
@@ -297,6 +304,25 @@ def test_the_tag_archive_pages_newest_first(
     assert rest == ["Tide report 2", "Tide report 1", "Tide report 0"]
     assert "?before=" not in second.text  # the last page
     assert client.get("/archive/port?before=abc").status_code == 422
+
+
+def test_a_digest_sent_through_the_outbox_links_its_page(
+    sessions: Sessions, settings: Settings, world: World, client: TestClient, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    Sent(sessions, settings, OutboxSender(outbox)).digest()
+    listed = list_messages(outbox)
+    assert sorted(m.to for m in listed) == ["ada.lovelace@example.com", "grace.hopper@example.com"]
+    for summary in listed:
+        view = open_message(outbox, summary.id)
+        assert view.html is not None
+        assert view.text is not None
+        (url,) = VIEW.findall(view.text)
+        assert f'href="{url}"' in view.html
+        page = client.get(url.removeprefix(BASE))
+        assert page.status_code == 200
+        assert "Crane strike ends" in page.text
+        assert summary.to not in page.text
 
 
 def test_the_subscribe_page_links_each_tags_archive(world: World, client: TestClient) -> None:
