@@ -22,13 +22,17 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Exists
 
+from service.digests.content import LATE_FEED, MAX_LOOKBACK
+from service.digests.schedules import PERIOD
 from service.feeds.normalize import plain_text
 from service.models import (
+    Cadence,
     DeliveredPost,
     Delivery,
     DeliveryStatus,
@@ -53,6 +57,12 @@ __all__ = [
 ]
 
 PAGE_SIZE = 20
+SAMPLE = 200  # deliveries the listing's first probe looks at
+SCAN_LIMIT = 200  # editions one listing request looks at, at most
+WEEK = timedelta(days=7)
+_MEMO_SIZE = 20_000
+# (edition, tag, sent) -> carried: a finished edition's answer does not change.
+_memo: dict[tuple[int, int, int], bool] = {}
 EXCERPT_CHARS = 280
 
 
@@ -126,20 +136,79 @@ def _ledger_posts(edition_id: int) -> Select[int]:
     )
 
 
-def _carries_tag(tag_id: int) -> ColumnElement[bool]:
-    """An edition (correlated) carried a post of ``tag_id``."""
-    breaking = exists().where(post_tags.c.post_id == Edition.post_id, post_tags.c.tag_id == tag_id)
-    ledger = exists().where(
-        Delivery.edition_id == Edition.id,
-        Delivery.status == DeliveryStatus.SENT,
-        DeliveredPost.delivery_id == Delivery.id,
+def _carries(session: Session, edition: Edition, tag_id: int) -> bool:
+    """The edition carried a post of the tag: a cheap probe that finds the common case, then
+    an exact one bounded by the edition's window (1-2 queries, none once memoized)."""
+    key = (edition.id, tag_id, edition.sent)
+    known = _memo.get(key)
+    if known is not None:
+        return known
+    if edition.kind == EditionKind.BREAKING:
+        probe = exists().where(post_tags.c.post_id == edition.post_id, post_tags.c.tag_id == tag_id)
+        found = session.scalar(select(probe))
+    else:
+        found = session.scalar(select(_sampled(edition.id, tag_id))) or session.scalar(
+            select(_bounded(session, edition, tag_id))
+        )
+    return _remember(edition, key, bool(found))
+
+
+def _remember(edition: Edition, key: tuple[int, int, int], found: bool) -> bool:
+    if edition.status in (EditionStatus.DONE, EditionStatus.CANCELLED):
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = found
+    return found
+
+
+def _sampled(edition_id: int, tag_id: int) -> Exists:
+    """One of SAMPLE of the edition's sent deliveries carried a post of the tag: finds a
+    tag that many readers got at once, whatever the edition's size."""
+    sample = (
+        select(Delivery.id)
+        .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.SENT)
+        .limit(SAMPLE)
+        .subquery()
+    )
+    return exists().where(
+        DeliveredPost.delivery_id == sample.c.id,
         post_tags.c.post_id == DeliveredPost.post_id,
         post_tags.c.tag_id == tag_id,
     )
-    return or_(
-        and_(Edition.kind == EditionKind.BREAKING, breaking),
-        and_(Edition.kind != EditionKind.BREAKING, ledger),
+
+
+def _bounded(session: Session, edition: Edition, tag_id: int) -> Exists:
+    """The exact answer, from the ledger rows of the tag's posts the edition could have
+    carried: few when few readers follow the tag, and the same in a year-old archive as in a
+    new one (only posts of the edition's time window are looked up)."""
+    candidates = select(post_tags.c.post_id).where(post_tags.c.tag_id == tag_id)
+    if edition.post_ids is not None:
+        candidates = candidates.where(post_tags.c.post_id.in_(edition.post_ids))
+    else:
+        lower, upper = _window(session, edition)
+        when = func.coalesce(Post.published_at, Post.first_seen_at)
+        candidates = candidates.join(Post, Post.id == post_tags.c.post_id).where(
+            when >= lower, Post.first_seen_at < upper
+        )
+    return exists().where(
+        DeliveredPost.post_id.in_(candidates),
+        Delivery.id == DeliveredPost.delivery_id,
+        Delivery.edition_id == edition.id,
+        Delivery.status == DeliveryStatus.SENT,
     )
+
+
+def _window(session: Session, edition: Edition) -> tuple[datetime, datetime]:
+    """Bounds on the date of any post a digest edition can have carried (see
+    `content.posts_for`): a reader's window starts at most MAX_LOOKBACK periods, and a late
+    feed's posts LATE_FEED more, before the send; sends of a local day happen within a day and
+    a half of its UTC midnight, missed ones up to a day later."""
+    schedule = session.get(Schedule, edition.schedule_id) if edition.schedule_id else None
+    period = PERIOD.get(Cadence(schedule.cadence), WEEK) if schedule else WEEK
+    start = edition.period_start or edition.created_at
+    end = edition.period_end or start + period
+    lower = start - timedelta(days=1) - MAX_LOOKBACK * period - LATE_FEED
+    return lower, end + timedelta(days=2)
 
 
 def _carried(session: Session, edition: Edition) -> list[ArchivePost]:
@@ -191,21 +260,30 @@ def tag_archive(
     tag = session.scalars(select(Tag).where(Tag.slug == slug)).one_or_none()
     if tag is None:
         return None
-    query = (
-        select(Edition)
-        .where(Edition.sent > 0, _carries_tag(tag.id))
-        .order_by(Edition.id.desc())
-        .limit(limit + 1)
-    )
-    if before is not None:
-        query = query.where(Edition.id < before)
-    editions = list(session.scalars(query))
-    more = len(editions) > limit
+    # Newest first, each edition probed on its own, until the page is full or SCAN_LIMIT
+    # editions were looked at; then "older" continues from the last one looked at.
+    editions: list[Edition] = []
+    looked, last, older = 0, before, None
+    while len(editions) <= limit and older is None:
+        query = select(Edition).where(Edition.sent > 0).order_by(Edition.id.desc()).limit(50)
+        if last is not None:
+            query = query.where(Edition.id < last)
+        chunk = list(session.scalars(query))
+        if not chunk:
+            break
+        for edition in chunk:
+            last, looked = edition.id, looked + 1
+            if _carries(session, edition, tag.id):
+                editions.append(edition)
+                if len(editions) > limit:
+                    older = editions[limit - 1].id
+                    break
+            if looked >= SCAN_LIMIT:
+                older = edition.id
+                break
     editions = editions[:limit]
     infos = _infos(session, editions)
-    return TagArchive(
-        tag.slug, tag.name, tuple(infos), editions[-1].id if more and editions else None
-    )
+    return TagArchive(tag.slug, tag.name, tuple(infos), older)
 
 
 def edition_page(

@@ -7,7 +7,7 @@ any archive page names a reader or carries a reader's token.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes, policy
@@ -90,6 +90,21 @@ class World:
     quiet_tag: str = "market"
 
 
+@pytest.fixture(autouse=True)
+def fresh_memo() -> Iterator[None]:
+    archive._memo.clear()  # ids repeat across tests' databases
+    yield
+    archive._memo.clear()
+
+
+@pytest.fixture(params=["sampled", "exact"])
+def probe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The listing's two probes: the sample of deliveries, or (sample of none) the exact one."""
+    if request.param == "exact":
+        monkeypatch.setattr(archive, "SAMPLE", 0)
+    return str(request.param)
+
+
 @pytest.fixture
 def sent(sessions: Sessions, settings: Settings) -> Sent:
     return Sent(sessions, settings)
@@ -161,7 +176,7 @@ def assert_public(html: str, messages: Sequence[OutgoingMessage]) -> None:
 
 
 def test_a_sent_digest_is_in_each_tags_archive_without_anyones_links(
-    sent: Sent, world: World, client: TestClient
+    sent: Sent, world: World, client: TestClient, probe: str
 ) -> None:
     mails = sent.digest()
     assert sorted(m.recipient for m in mails) == [
@@ -205,7 +220,7 @@ def test_view_in_browser_in_a_digest_opens_the_readers_tags_of_that_edition(
 
 
 def test_view_in_browser_in_breaking_and_instant_mail(
-    sent: Sent, world: World, client: TestClient
+    sent: Sent, world: World, client: TestClient, probe: str
 ) -> None:
     alerts = sent.breaking(world.port_post)
     assert len(alerts) == 3  # everyone following port, at any cadence
@@ -243,7 +258,7 @@ def tag_of(session: Session, slug: str) -> Tag:
 
 
 def test_unknown_tags_editions_of_other_tags_and_unsent_editions_are_404(
-    sent: Sent, world: World, client: TestClient
+    sent: Sent, world: World, client: TestClient, probe: str
 ) -> None:
     sent.digest()
     with sent.sessions() as s:
