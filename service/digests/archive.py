@@ -12,7 +12,12 @@ What an edition carried is read from what was really sent, never re-derived:
   `post_ids` are what it could carry; the ledger says which of them a reader actually got.)
 
 An edition "of a tag" carried at least one post of that tag; an edition that sent nothing (or
-whose only readers have since erased their data, taking their ledger rows) is not shown.
+whose only readers have since erased their data, taking their ledger rows) is not shown. A
+tag's listing walks the sent editions newest first and probes each: a sample of its
+deliveries first (finds a tag many readers got), then the ledger rows of the tag's posts dated
+within the edition's window (exact; few rows when few readers follow the tag, and the same
+cost in a year-old archive). A finished edition's answer is memoized per process, and a request
+looks at SCAN_LIMIT editions at most (`benchmarks/archive.py` has the figures).
 Pages are lists of plain dataclasses; `service.web.archive_pages` renders them.
 """
 
