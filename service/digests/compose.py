@@ -13,6 +13,10 @@ tags and the reader's time zone (times are shown local). It is built in three st
 3. The message: `PreparedMessage.personalize` adds the reader's To, Message-ID and signed
    links, ~0.03 ms.
 
+The "view in browser" link (`archive_url`) names the edition, so the layout, shared across
+editions, carries a slot for it, filled in step 2 with the times: every reader of a body gets
+the same link (`/archive/editions/{edition}?tags=<the followed tags>`), and no personal token.
+
 A body so made carries the text a render in the reader's zone gives: the first layout of each
 template in a process is checked against a full render, and a template that does more with a
 time than print it, or a time that HTML escaping would change, is rendered per zone instead.
@@ -29,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
+from urllib.parse import quote
 
 from service.config import Settings
 from service.digests.content import PostView, Reader
@@ -173,7 +178,9 @@ class Composer:
         template = key[0]
         if _checked.get(template) is False or not all(_PLAIN.fullmatch(t) for t in times):
             return self._prepare(self._render(key, times))
-        body = self._layout(key).fill(dict(zip(_TIMES, times, strict=False)))
+        values = dict(zip(_TIMES, times, strict=False))
+        values["archive_url"] = self._archive_url(key)
+        body = self._layout(key).fill(values)
         if template not in _checked:  # once per template and process
             direct = self._render(key, times)
             _checked[template] = body.rendered == direct
@@ -195,7 +202,8 @@ class Composer:
         if packed is not None:
             body = packed.unpack()
         else:
-            body = EncodedBody.encode(self._render(key, _TIME_SLOTS[: len(key[5])]))
+            slots = _TIME_SLOTS[: len(key[5])]
+            body = EncodedBody.encode(self._render(key, slots, slot("archive_url")))
             with _layouts_lock:
                 _layouts[key] = body.pack()
                 if len(_layouts) > LAYOUT_CACHE:
@@ -205,7 +213,10 @@ class Composer:
             self._layouts.clear()
         return prepared
 
-    def _render(self, key: _LayoutKey, times: tuple[str, ...]) -> Rendered:
+    def _render(
+        self, key: _LayoutKey, times: tuple[str, ...], archive_url: str | None = None
+    ) -> Rendered:
+        """A full render; ``archive_url`` defaults to this edition's (a layout passes a slot)."""
         self.renders += 1
         template, site, base, title, followed, shown, total, subject = key
         views = {p.id: _item(p, time) for p, time in zip(shown, times, strict=True)}
@@ -228,10 +239,18 @@ class Composer:
             "tag_names": [name for _id, name, _slug in followed],
             "more_count": max(0, total - MAX_ITEMS),
             "more_url": f"{base}/archive/{first_tag}" if first_tag else base,
+            "archive_url": archive_url or self._archive_url(key),
             "unsubscribe_url": slot("unsubscribe_url"),
             "preferences_url": slot("preferences_url"),
         }
         return render(template, context)
+
+    def _archive_url(self, key: _LayoutKey) -> str:
+        """The edition's public page showing the followed tags: the same for every reader of
+        the layout (the tags are part of its key), and nothing personal in it."""
+        url = f"{self.settings.base_url}/archive/editions/{self.edition.id}"
+        slugs = ",".join(quote(slug, safe="") for _id, _name, slug in key[4])
+        return f"{url}?tags={slugs}" if slugs else url
 
     def _prepare(self, rendered: Rendered | EncodedBody) -> PreparedMessage:
         site = self.settings.display_name

@@ -30,6 +30,7 @@ from service.web import (
     admin_bulk,
     admin_editions,
     admin_operations,
+    archive_pages,
     console,
     demo_feeds,
     feeds_out,
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.polls = TaskPolls()
     app.include_router(readers_api.router)
     app.include_router(pages.router)
+    app.include_router(archive_pages.router)
     app.include_router(feeds_out.router)
     app.include_router(admin_api.router)
     app.include_router(admin_operations.router)

@@ -70,6 +70,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
             "tag_names": ["Port", "Weather"],
             "more_count": 3,
             "more_url": "https://news.example.org/archive/port",
+            "archive_url": "https://news.example.org/archive/editions/7?tags=port,weather",
             "unsubscribe_url": "https://news.example.org/unsubscribe/T",
             "preferences_url": "https://news.example.org/preferences/T",
         }
@@ -253,6 +254,10 @@ def test_every_template_renders(name: str) -> None:
     assert "\n" not in rendered.subject
     assert rendered.text.strip()
     assert "<html" in rendered.html
+    if "archive_url" in SAMPLE_CONTEXTS[name]:  # digest, instant, breaking: their web copy
+        url = SAMPLE_CONTEXTS[name]["archive_url"]
+        assert f"View in browser: {url}\n" in rendered.text
+        assert f'href="{url}"' in rendered.html
 
 
 def test_bulk_mail_must_show_the_unsubscribe_link_in_both_parts() -> None:
