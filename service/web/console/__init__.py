@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.web.console import newsroom, operations, session
+from service.web.console import newsroom, operations, outbox, session
 from service.web.console.auth import ConsoleRoute
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 router.include_router(session.router)
 router.include_router(operations.router)
 router.include_router(newsroom.router)
+router.include_router(outbox.router)
 
 __all__ = ["router"]
