@@ -3,9 +3,12 @@ their CSRF token; a deleted token signs its browsers out; the role decides what 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -13,7 +16,8 @@ from sqlalchemy.orm import Session
 from service.auth import create_token
 from service.config import Settings
 from service.models import ApiToken, Role
-from service.web.console.auth import safe_next
+from service.web.app import app as service_app
+from service.web.console.auth import EditorPage, OperatorPage, safe_next
 from tests.admin import csrf_of, sign_in
 from tests.fakes import app_in_transaction
 
@@ -143,3 +147,55 @@ def test_a_forged_cookie_is_no_session(console: tuple[TestClient, dict[str, str]
     client.cookies.clear()
     client.cookies.set("newsletter_console", genuine[:-2] + "xx", path="/admin")
     assert client.get("/admin/editions").status_code == 303
+
+
+# -- every console page, with no session and with an editor's --------------------------------
+
+
+def _role_checks() -> dict[object, Role]:
+    return {
+        get_args(OperatorPage)[1].dependency: Role.OPERATOR,
+        get_args(EditorPage)[1].dependency: Role.EDITOR,
+    }
+
+
+def console_routes() -> list[tuple[str, str, Role | None]]:
+    """(method, path, role) of every /admin route but signing in and out."""
+    checks, found = _role_checks(), []
+    for route in iter_route_contexts(service_app.routes):
+        path = route.path or ""
+        if not path.startswith("/admin") or path in ("/admin/login", "/admin/logout"):
+            continue
+        dependant = getattr(route, "dependant", None)
+        calls = {d.call for d in dependant.dependencies} if dependant else set()
+        roles = {checks[c] for c in calls if c in checks}
+        role = Role.OPERATOR if Role.OPERATOR in roles else Role.EDITOR if roles else None
+        found += [(method, path, role) for method in sorted(route.methods or {"GET"})]
+    return found
+
+
+CONSOLE = console_routes()
+
+
+def test_the_console_routes_are_all_seen_and_all_guarded() -> None:
+    seen = {f"{m} {p}" for m, p, _ in CONSOLE}
+    assert {"GET /admin", "GET /admin/editions", "POST /admin/breaking/send"} <= seen
+    assert {"GET /admin/outbox", "POST /admin/subscribers/import"} <= seen
+    unguarded = [f"{m} {p}" for m, p, role in CONSOLE if role is None and p != "/admin"]
+    assert unguarded == []
+
+
+@pytest.mark.parametrize(("method", "path", "role"), CONSOLE, ids=lambda v: str(v))
+def test_no_console_page_opens_without_the_right_role(
+    console: tuple[TestClient, dict[str, str]], method: str, path: str, role: Role | None
+) -> None:
+    client, tokens = console
+    url = re.sub(r"\{[^}]+\}", "1", path)
+    anonymous = client.request(method, url)
+    assert anonymous.status_code == 303
+    sign_in(client, tokens["editor"])
+    as_editor = client.request(method, url, data={"csrf_token": "x"} if method == "POST" else None)
+    if role == Role.OPERATOR:
+        assert as_editor.status_code == 403
+    else:
+        assert as_editor.status_code != 500
