@@ -13,6 +13,7 @@ placeholder reader, so a preview carries nobody's personal links.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -94,8 +95,9 @@ class BreakingSend:
 def find_post(session: Session, post: int | str) -> Post:
     """The post with this id, or at this URL (as given or in its canonical spelling)."""
     found: Post | None = None
-    if isinstance(post, int) or post.strip().isdigit():
-        found = session.get(Post, int(post))
+    if isinstance(post, int) or re.fullmatch(r"[0-9]{1,18}", post.strip()):
+        number = int(post)
+        found = session.get(Post, number) if 0 < number < 2**31 else None
     else:
         url = post.strip()
         found = session.scalar(select(Post).where(Post.url == url))

@@ -17,6 +17,7 @@ seconds at most, so that when it returns nothing more of the edition goes out.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 CANCEL_WAIT = 10.0  # seconds cancel waits for messages already with the mail server
+ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 ERROR_SAMPLES = 5  # distinct errors an edition's detail shows
 _FINAL = ("sent", "failed", "skipped", "suppressed", "unknown")
 
@@ -196,22 +198,25 @@ def edition_detail(session: Session, edition_id: int) -> EditionDetail:
             mine, Delivery.status == DeliveryStatus.SENT
         )
     ).one()
-    errors = [
-        ErrorSample(error or "", backend, n)
-        for error, backend, n, _first in session.execute(
-            select(Delivery.error, Delivery.backend, func.count(), func.min(Delivery.id))
-            .where(
-                mine,
-                Delivery.error.is_not(None),
-                Delivery.status.in_(
-                    [DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.QUEUED]
-                ),
-            )
-            .group_by(Delivery.error, Delivery.backend)
-            .order_by(func.min(Delivery.id))
-            .limit(ERROR_SAMPLES)
+    # A mail server's reply often names the recipient ("550 <bob@…> unknown"): an edition's
+    # figures are for editors too, and must not tell them who is subscribed.
+    samples: dict[tuple[str, str | None], int] = {}
+    for error, backend, n, _first in session.execute(
+        select(Delivery.error, Delivery.backend, func.count(), func.min(Delivery.id))
+        .where(
+            mine,
+            Delivery.error.is_not(None),
+            Delivery.status.in_(
+                [DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.QUEUED]
+            ),
         )
-    ]
+        .group_by(Delivery.error, Delivery.backend)
+        .order_by(func.min(Delivery.id))
+        .limit(ERROR_SAMPLES * 4)
+    ):
+        key = (ADDRESS.sub("<address>", error or ""), backend)
+        samples[key] = samples.get(key, 0) + n
+    errors = [ErrorSample(e, b, n) for (e, b), n in list(samples.items())[:ERROR_SAMPLES]]
     cancelled = 0
     if edition.status == EditionStatus.CANCELLED:
         cancelled = (

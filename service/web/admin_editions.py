@@ -18,7 +18,7 @@ from service.digests import breaking, editions
 from service.digests.planning import Dispatch
 from service.models import Edition, EditionKind, EditionStatus, Role
 from service.web.admin_api import ADMIN_ERRORS
-from service.web.deps import EditorDep, SessionDep, SettingsDep
+from service.web.deps import EditorDep, Offset, RowId, SessionDep, SettingsDep
 
 router = APIRouter(tags=["editions"])
 
@@ -154,7 +154,7 @@ def list_editions(
     _: EditorDep,
     kind: EditionKind | None = None,
     status: EditionStatus | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> EditionPageOut:
     """Each edition with its figures: planned, sent, failed, skipped, suppressed, unknown."""
@@ -172,7 +172,7 @@ def list_editions(
     summary="One edition's live figures",
     responses={**ADMIN_ERRORS, **NOT_FOUND},
 )
-def edition_detail(edition_id: int, session: SessionDep, _: EditorDep) -> EditionDetailOut:
+def edition_detail(edition_id: RowId, session: SessionDep, _: EditorDep) -> EditionDetailOut:
     """Figures counted from the deliveries now (poll it while the edition sends), per
     backend, the first distinct errors, the pause reason and the timings."""
     try:
@@ -190,7 +190,7 @@ def edition_detail(edition_id: int, session: SessionDep, _: EditorDep) -> Editio
         409: {"description": "The edition is done: nothing left to cancel"},
     },
 )
-def cancel_edition(edition_id: int, session: SessionDep, token: EditorDep) -> EditionDetailOut:
+def cancel_edition(edition_id: RowId, session: SessionDep, token: EditorDep) -> EditionDetailOut:
     """Stop what has not been handed to a sender: queued deliveries end `skipped`
     ("cancelled"); when this returns, nothing more of the edition goes out. Editors may cancel
     breaking news; other editions need an operator."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from service.digests import schedules
 from service.digests.schedules import ScheduleError, ScheduleInfo
 from service.web.admin_errors import ADMIN_ERRORS, CONFLICT, INVALID, NOT_FOUND, answered
-from service.web.deps import OperatorDep, SessionDep
+from service.web.deps import OperatorDep, RowId, SessionDep
 
 router = APIRouter(prefix="/api/admin/schedules", tags=["admin: schedules"], responses=ADMIN_ERRORS)
 
@@ -77,7 +77,7 @@ def add_schedule(body: ScheduleIn, session: SessionDep, _: OperatorDep) -> Sched
 
 
 @router.get("/{schedule_id}", responses=NOT_FOUND)
-def get_schedule(schedule_id: int, session: SessionDep, _: OperatorDep) -> ScheduleInfo:
+def get_schedule(schedule_id: RowId, session: SessionDep, _: OperatorDep) -> ScheduleInfo:
     """One schedule with its next send."""
     with answered(ScheduleError):
         return schedules.get_schedule(session, schedule_id, _now())
@@ -85,7 +85,7 @@ def get_schedule(schedule_id: int, session: SessionDep, _: OperatorDep) -> Sched
 
 @router.patch("/{schedule_id}", responses=NOT_FOUND | CONFLICT | INVALID)
 def update_schedule(
-    schedule_id: int, body: SchedulePatch, session: SessionDep, _: OperatorDep
+    schedule_id: RowId, body: SchedulePatch, session: SessionDep, _: OperatorDep
 ) -> ScheduleInfo:
     """Change a schedule at runtime; no restart needed."""
     with answered(ScheduleError):
@@ -104,7 +104,7 @@ def update_schedule(
 
 
 @router.delete("/{schedule_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_schedule(schedule_id: int, session: SessionDep, _: OperatorDep) -> Response:
+def delete_schedule(schedule_id: RowId, session: SessionDep, _: OperatorDep) -> Response:
     """Delete a schedule (its sent editions stay); 409 while one of its editions still has
     mail to send: disable it instead."""
     with answered(ScheduleError):

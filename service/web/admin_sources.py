@@ -12,7 +12,7 @@ from service.feeds import sources
 from service.feeds.sources import PollQueue, SourceError, SourceInfo
 from service.readers.schemas import Slug
 from service.web.admin_errors import ADMIN_ERRORS, CONFLICT, INVALID, NOT_FOUND, answered
-from service.web.deps import OperatorDep, SessionDep
+from service.web.deps import OperatorDep, RowId, SessionDep
 
 router = APIRouter(prefix="/api/admin/sources", tags=["admin: sources"], responses=ADMIN_ERRORS)
 
@@ -99,7 +99,7 @@ def add_source(
 
 
 @router.get("/{source_id}", responses=NOT_FOUND)
-def get_source(source_id: int, session: SessionDep, _: OperatorDep) -> SourceInfo:
+def get_source(source_id: RowId, session: SessionDep, _: OperatorDep) -> SourceInfo:
     """One source with its poll state."""
     with answered(SourceError):
         return sources.get_source(session, source_id)
@@ -107,7 +107,7 @@ def get_source(source_id: int, session: SessionDep, _: OperatorDep) -> SourceInf
 
 @router.patch("/{source_id}", responses=NOT_FOUND | INVALID)
 def update_source(
-    source_id: int, body: SourcePatch, session: SessionDep, _: OperatorDep
+    source_id: RowId, body: SourcePatch, session: SessionDep, _: OperatorDep
 ) -> SourceInfo:
     """Change tags (for posts stored from now on), interval, enabled or categories-as-tags.
     Enabling a disabled source clears its error count and polls it at the next tick."""
@@ -125,7 +125,7 @@ def update_source(
 
 
 @router.delete("/{source_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_source(source_id: int, session: SessionDep, _: OperatorDep) -> Response:
+def delete_source(source_id: RowId, session: SessionDep, _: OperatorDep) -> Response:
     """Stop polling the source and forget it; the posts it brought stay."""
     with answered(SourceError):
         sources.delete_source(session, source_id)
@@ -134,7 +134,9 @@ def delete_source(source_id: int, session: SessionDep, _: OperatorDep) -> Respon
 
 
 @router.post("/{source_id}/poll", status_code=202, responses=NOT_FOUND | CONFLICT)
-def poll_source(source_id: int, session: SessionDep, polls: PollsDep, _: OperatorDep) -> PollQueued:
+def poll_source(
+    source_id: RowId, session: SessionDep, polls: PollsDep, _: OperatorDep
+) -> PollQueued:
     """Poll the source now: the poll is queued for a worker (202), not run in the request;
     409 if the source is disabled."""
     with answered(SourceError):

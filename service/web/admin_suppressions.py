@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from service import suppressions
 from service.suppressions import SuppressionError, SuppressionInfo, SuppressionPage
 from service.web.admin_errors import ADMIN_ERRORS, CONFLICT, INVALID, NOT_FOUND, answered
-from service.web.deps import OperatorDep, SessionDep
+from service.web.deps import Offset, OperatorDep, RowId, SessionDep
 
 router = APIRouter(
     prefix="/api/admin/suppressions", tags=["admin: suppressions"], responses=ADMIN_ERRORS
@@ -33,7 +33,7 @@ def search_suppressions(
         str | None, Query(max_length=320, description="Part of an address, any case")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> SuppressionPage:
     """Suppressed addresses, newest first; `q` searches by address (a whole address also
     finds an erased reader's entry, kept only as a hash)."""
@@ -51,7 +51,7 @@ def add_suppression(body: SuppressionIn, session: SessionDep, _: OperatorDep) ->
 
 
 @router.delete("/{suppression_id}", status_code=204, responses=NOT_FOUND)
-def lift_suppression(suppression_id: int, session: SessionDep, _: OperatorDep) -> Response:
+def lift_suppression(suppression_id: RowId, session: SessionDep, _: OperatorDep) -> Response:
     """Lift the entry: the address may be mailed again (a reader who unsubscribed or bounced
     still gets nothing until they subscribe again)."""
     with answered(SuppressionError):

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from service.auth import allows, authenticate
@@ -63,6 +63,10 @@ def rate_limit(request: Request, rule: str, key: str) -> None:
             headers={"Retry-After": str(math.ceil(wait))},
         )
 
+
+# A row id in a path, bounded so an absurd number is a 422, not a database overflow (500).
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

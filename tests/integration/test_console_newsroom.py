@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth import create_token
 from service.config import Settings
-from service.models import Cadence, Edition, EditionKind, Role
+from service.models import Cadence, Delivery, DeliveryStatus, Edition, EditionKind, Role
 from tests.admin import csrf_of, sign_in
 from tests.digest_data import post, reader, tag
 from tests.fakes import app_in_transaction
@@ -144,3 +145,24 @@ def test_a_stale_form_is_refused(desk: Desk) -> None:
     )
     assert answer.status_code == 403
     assert desk.handed == []
+
+
+@pytest.mark.parametrize("odd", ["²", "٣", "9" * 30, "0"])
+def test_odd_post_numbers_are_no_post(desk: Desk, odd: str) -> None:
+    status, html = desk.submit("/admin/breaking", "/admin/breaking/preview", post=odd, subject="")
+    assert status == 422
+    assert "no post" in html
+    assert desk.client.get("/admin/breaking/preview.html", params={"post": odd}).status_code == 404
+    assert desk.client.get("/admin/editions/99999999999999999999").status_code == 422
+
+
+def test_first_errors_never_name_a_reader(desk: Desk, db: Session) -> None:
+    desk.submit("/admin/breaking", "/admin/breaking/send", post=str(desk.post_id), subject="")
+    edition_id = desk.handed[0][0]
+    for n, row in enumerate(db.scalars(select(Delivery).where(Delivery.edition_id == edition_id))):
+        row.status, row.backend = DeliveryStatus.FAILED, "smtp"
+        row.error = f"550 5.1.1 <sailor{n}@example.com>: Recipient address rejected"
+    db.commit()
+    page = desk.client.get(f"/admin/editions/{edition_id}").text
+    assert "@example.com" not in page
+    assert "550 5.1.1 &lt;&lt;address&gt;&gt;: Recipient address rejected" in page

@@ -157,3 +157,44 @@ def test_the_subscriber_lookup_shows_subscriptions(site: AdminSite, db: Session)
         "No reader with that address"
         in site.client.get("/admin/subscribers", params={"email": "nobody@example.net"}).text
     )
+
+
+def test_a_csv_uploaded_on_the_page_is_imported_with_its_report(
+    site: AdminSite, db: Session
+) -> None:
+    db.add(Tag(slug="harbour", name="Harbour"))
+    db.commit()
+    csv = (
+        "email,tags,cadence,timezone,send_hour,consented_at\n"
+        "deckhand@example.net,harbour,daily,Europe/Lisbon,7,2026-01-05T10:00:00Z\n"
+        "not-an-address,harbour,daily,UTC,,\n"
+    )
+    token = csrf_of(site.client.get("/admin/subscribers").text)
+    answer = site.client.post(
+        "/admin/subscribers/import",
+        data={"csrf_token": token},
+        files={"file": ("readers.csv", csv.encode(), "text/csv")},
+    )
+    assert answer.status_code == 200, answer.text
+    assert "1 imported active" in answer.text
+    assert "1 rejected" in answer.text
+    assert "not-an-address" in answer.text  # the bad row, named with its line
+    reader = db.scalars(select(Subscriber).where(Subscriber.email == "deckhand@example.net")).one()
+    assert (reader.status, reader.timezone, reader.send_hour) == (
+        SubscriberStatus.ACTIVE,
+        "Europe/Lisbon",
+        7,
+    )
+    exported = site.client.get("/admin/subscribers/export")
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert "deckhand@example.net" in exported.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/sources/99999999999999999999999/poll", "/admin/suppressions/3000000000/lift"],
+)
+def test_absurd_ids_are_refused_not_crashed_on(site: AdminSite, path: str) -> None:
+    status, html = post_form(site, "/admin/sources", path)
+    assert status == 422
+    assert "Please check your input" in html

@@ -128,3 +128,11 @@ def test_unknown_ids_404_finished_409_bad_input_422(site: Site, db: Session) -> 
     assert db.scalars(select(Delivery)).all() == []
     with pytest.raises(editions.EditionFinished):
         editions.cancel_edition(db, site.digest.id)
+
+
+def test_absurd_ids_are_a_422_not_a_crash(site: Site) -> None:
+    for path in ["/api/admin/editions/99999999999999999999", "/api/admin/editions/0"]:
+        answer = site.call("GET", path, "editor")
+        assert answer.status_code == 422, path
+    odd = site.call("POST", "/api/admin/breaking", "editor", json={"post_id": 2**40})
+    assert odd.status_code in (404, 422)

@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from service.web.admin_bulk import SampleSendIn
 from service.web.admin_editions import get_breaking_dispatch
 from service.web.console.auth import ConsoleRoute, EditorPage, OperatorPage
 from service.web.console.render import page, sandboxed
-from service.web.deps import SessionDep, SettingsDep
+from service.web.deps import Offset, RowId, SessionDep, SettingsDep
 from service.web.pages import FormDep, error_page, when
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -45,7 +45,7 @@ def editions_page(
     session: SessionDep,
     kind: EditionKind | None = None,
     status: EditionStatus | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> HTMLResponse:
     found = editions.list_editions(
         session, kind=kind, status=status, offset=offset, limit=PAGE_SIZE
@@ -69,7 +69,7 @@ def editions_page(
 
 @router.get("/admin/editions/{edition_id}", response_class=HTMLResponse)
 def edition_page(
-    request: Request, edition_id: int, editor: EditorPage, session: SessionDep
+    request: Request, edition_id: RowId, editor: EditorPage, session: SessionDep
 ) -> HTMLResponse:
     try:
         detail = editions.edition_detail(session, edition_id)
@@ -86,7 +86,7 @@ def edition_page(
 
 
 @router.get("/admin/editions/{edition_id}/figures")
-def edition_figures(edition_id: int, _: EditorPage, session: SessionDep) -> Response:
+def edition_figures(edition_id: RowId, _: EditorPage, session: SessionDep) -> Response:
     """What the edition page polls while the edition sends."""
     try:
         detail = editions.edition_detail(session, edition_id)
@@ -105,7 +105,7 @@ def edition_figures(edition_id: int, _: EditorPage, session: SessionDep) -> Resp
 
 @router.post("/admin/editions/{edition_id}/cancel")
 def cancel(
-    request: Request, edition_id: int, form: FormDep, editor: EditorPage, session: SessionDep
+    request: Request, edition_id: RowId, form: FormDep, editor: EditorPage, session: SessionDep
 ) -> Response:
     csrf.verify(request, form.get(csrf.FIELD))
     try:

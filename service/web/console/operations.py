@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile  # what request.form() gives
 
 from service.digests import schedules
 from service.errors import http_status
@@ -27,7 +27,7 @@ from service.web.admin_bulk import MAX_IMPORT_BYTES
 from service.web.admin_sources import FeedClientDep, PollsDep
 from service.web.console.auth import ConsoleRoute, OperatorPage
 from service.web.console.render import page
-from service.web.deps import NotifierDep, SessionDep, SettingsDep
+from service.web.deps import NotifierDep, RowId, SessionDep, SettingsDep
 from service.web.pages import FormDep
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -144,7 +144,7 @@ def add_source(
 @router.post("/admin/sources/{source_id}/{action}", response_class=HTMLResponse)
 def change_source(
     request: Request,
-    source_id: int,
+    source_id: RowId,
     action: str,
     form: FormDep,
     editor: OperatorPage,
@@ -224,7 +224,7 @@ def add_schedule(
 
 @router.post("/admin/schedules/{schedule_id}", response_class=HTMLResponse)
 def change_schedule(
-    request: Request, schedule_id: int, form: FormDep, editor: OperatorPage, session: SessionDep
+    request: Request, schedule_id: RowId, form: FormDep, editor: OperatorPage, session: SessionDep
 ) -> Response:
     csrf.verify(request, form.get(csrf.FIELD))
     try:
@@ -288,7 +288,11 @@ def suppress(
 
 @router.post("/admin/suppressions/{suppression_id}/lift", response_class=HTMLResponse)
 def lift(
-    request: Request, suppression_id: int, form: FormDep, editor: OperatorPage, session: SessionDep
+    request: Request,
+    suppression_id: RowId,
+    form: FormDep,
+    editor: OperatorPage,
+    session: SessionDep,
 ) -> Response:
     csrf.verify(request, form.get(csrf.FIELD))
     try:
@@ -327,9 +331,15 @@ def _subscribers_page(
 
 @router.post("/admin/subscribers/import", response_class=HTMLResponse)
 async def import_subscribers(
-    request: Request, editor: OperatorPage, settings: SettingsDep, notify: NotifierDep
+    request: Request,
+    editor: OperatorPage,
+    session: SessionDep,
+    settings: SettingsDep,
+    notify: NotifierDep,
 ) -> HTMLResponse:
     """A CSV upload from the page's form: the same import and report as the API's."""
+    # The sign-in check only read: end its transaction before the import writes in its own.
+    await run_in_threadpool(session.rollback)
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_IMPORT_BYTES:
         limit = f"The file is too large: at most {MAX_IMPORT_BYTES // 2**20} MiB."
