@@ -56,6 +56,8 @@ def test_signing_in_sets_a_strict_http_only_cookie_scoped_to_the_console(
     assert "SameSite=strict" in cookie
     assert "Path=/admin" in cookie
     assert tokens["editor"] not in cookie  # the token itself never leaves the sign-in form
+    planted = csrf_of(form.text)
+    assert answer.cookies["newsletter_csrf"] != planted  # a fresh form token with the session
 
 
 def test_a_wrong_token_is_refused_with_the_form_again(

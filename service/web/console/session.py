@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -44,6 +46,8 @@ def login(request: Request, form: FormDep, session: SessionDep, settings: Settin
     session.commit()  # records last_used_at
     response = RedirectResponse(next_page, status_code=303)
     start_session(response, settings, token)
+    # A new form token with the new session: one planted before sign-in is worth nothing.
+    csrf.issue(response, secrets.token_urlsafe(32), secure=settings.base_url.startswith("https"))
     return response
 
 
