@@ -36,6 +36,7 @@ from service.web import (
     feeds_out,
     pages,
     readers_api,
+    webhooks,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(admin_bulk.router)
     app.include_router(demo_feeds.router)
     app.include_router(console.router)
+    app.include_router(webhooks.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
