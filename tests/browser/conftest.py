@@ -111,3 +111,16 @@ def running_services(
             stop(worker)
     finally:
         stop(api)
+
+
+def admin_token(env: dict[str, str], name: str, role: str) -> str:
+    """A token made as an operator makes one: `newsletter tokens create NAME --role ROLE`."""
+    made = subprocess.run(
+        [PYTHON, "-m", "service", "tokens", "create", name, "--role", role],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return next(w for w in made.stdout.split() if w.startswith("nl_"))

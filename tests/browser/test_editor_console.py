@@ -8,15 +8,14 @@ every reader through a real SMTP server. Screenshots go to `test-output/screensh
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import Inbox, running_services, shot
-from tests.processes import PYTHON, wait_for
+from tests.browser.conftest import Inbox, admin_token, running_services, shot
+from tests.processes import wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.smtp]
 
@@ -54,15 +53,7 @@ EXPECTED = sum(1 for n in range(READERS) if n % 10 != 9) - 1  # alerts on, less 
 def console(var_dir: Path, tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterator[tuple[str, str]]:
     """API and worker on SQLite and the embedded broker; yields the base URL and a token."""
     with running_services(var_dir, tmp_path / "services.log", inbox[1], SEED) as (base_url, env):
-        made = subprocess.run(
-            [PYTHON, "-m", "service", "tokens", "create", "night-desk", "--role", "editor"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        yield base_url, next(w for w in made.stdout.split() if w.startswith("nl_"))
+        yield base_url, admin_token(env, "night-desk", "editor")
 
 
 def test_an_editor_previews_sends_and_watches_a_breaking_edition(
