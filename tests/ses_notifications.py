@@ -25,8 +25,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from service.bounces.providers.ses import SIGNED_FIELDS, string_to_sign
-
 REGION = "eu-west-1"
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:courier-ses-feedback"
 OTHER_TOPIC = "arn:aws:sns:eu-west-1:444455556666:someone-elses-topic"
@@ -35,6 +33,11 @@ SUBSCRIBE_URL = (
     "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"
     f"&TopicArn={TOPIC}&Token=2336412f37fb687f5d51e6e2425a8a58"
 )
+
+# The fields SNS signs, in the order "Verifying the signatures of Amazon SNS messages" lists
+# them (Subject only when the notification has one).
+NOTIFICATION = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
 
 # mail.messageId: what SES's SendEmail answered when the mail went out (our provider_id).
 SES_ID = "0100019a2c3d4e5f-6a7b8c9d-1e2f-4a3b-9c8d-7e6f5a4b3c2d-000000"
@@ -260,10 +263,9 @@ class Signer:
     ) -> dict[str, Any]:
         """``envelope`` with SignatureVersion, Signature and SigningCertURL, as SNS sends it."""
         algorithm: hashes.HashAlgorithm = hashes.SHA1() if version == "1" else hashes.SHA256()  # noqa: S303
-        fields = {
-            name: envelope[name] for name in SIGNED_FIELDS[envelope["Type"]] if name in envelope
-        }
-        signature = self.key.sign(string_to_sign(fields), padding.PKCS1v15(), algorithm)
+        names = NOTIFICATION if envelope["Type"] == "Notification" else CONFIRMATION
+        canonical = "".join(f"{n}\n{envelope[n]}\n" for n in names if n in envelope).encode()
+        signature = self.key.sign(canonical, padding.PKCS1v15(), algorithm)
         return {
             **envelope,
             "SignatureVersion": version,

@@ -303,6 +303,17 @@ def test_the_cache_is_bounded_and_keyed_by_url(sns: FakeSns) -> None:
     assert sns.urls() == [*urls, urls[0]]  # c was kept; a was evicted by c, so fetched again
 
 
+def test_a_cached_certificate_past_its_validity_is_dropped(sns: FakeSns) -> None:
+    message = parse_sns(body(signer().sign(notification(DELIVERY))))
+    client = sns.client()
+    verify(message, client)
+    verify(message, client, now=datetime.now(UTC) + timedelta(days=29))
+    with pytest.raises(Unauthorized, match="expired"):
+        verify(message, client, now=datetime.now(UTC) + timedelta(days=31))
+    assert sns.urls() == [CERT_URL, CERT_URL]  # kept while valid; asked again once it was not
+    assert CERTIFICATES.urls() == []
+
+
 def test_a_cached_certificate_is_not_trusted_for_another_url(sns: FakeSns) -> None:
     """Keyed by URL: a key cached for one URL never verifies a message naming another."""
     other = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-other.pem"
