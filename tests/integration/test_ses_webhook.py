@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2  # what starlette's TestClient answers with
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
@@ -79,7 +80,7 @@ def client(db: Session, tmp_path: Path, sns: FakeSns) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-def deliver(client: TestClient, message: dict[str, Any]) -> httpx.Response:
+def deliver(client: TestClient, message: dict[str, Any]) -> httpx2.Response:
     """POST as SNS does: the JSON envelope as text/plain, with its x-amz-sns headers."""
     headers = {
         **SNS_HEADERS,
@@ -166,7 +167,7 @@ def test_unknown_fields_change_nothing_about_the_outcome(client: TestClient, db:
     assert is_suppressed(db, "gus@example.com")
 
 
-def refused(db: Session, answer: httpx.Response, status: int, reason: str) -> None:
+def refused(db: Session, answer: httpx2.Response, status: int, reason: str) -> None:
     assert answer.status_code == status, answer.text
     assert reason in answer.json()["detail"]
     assert stored(db) == []
@@ -354,7 +355,7 @@ def test_feedback_from_ses_silences_the_next_digest(
 def _about(fixture: dict[str, Any], address: str, ses_id: str) -> dict[str, Any]:
     """``fixture`` rewritten to concern one of our mails: its recipient and SES's id of it,
     without the original headers (the identity's default)."""
-    message = json.loads(json.dumps(fixture))
+    message: dict[str, Any] = json.loads(json.dumps(fixture))
     message["mail"] = {
         k: v
         for k, v in message["mail"].items()

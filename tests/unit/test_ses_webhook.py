@@ -392,7 +392,14 @@ def test_a_message_over_an_hour_old_is_403(sns: FakeSns, version: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "stamp", ["yesterday", "2026-11-27", "2026-11-27T07:00:00", "2026-13-40T99:00:00Z"]
+    "stamp",
+    [
+        "yesterday",
+        "2026-11-27",
+        "2026-11-27T07:00:00",
+        "2026-13-40T99:00:00Z",
+        "0001-01-01T00:00:00+01:00",
+    ],
 )
 def test_an_unreadable_timestamp_is_400(sns: FakeSns, stamp: str) -> None:
     with pytest.raises(BadPayload, match="Timestamp"):
@@ -402,7 +409,17 @@ def test_an_unreadable_timestamp_is_400(sns: FakeSns, stamp: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"not json", b"[]", b'{"Type": "Gossip"}', b'{"Type": "Notification"}', b"\xff\xfe"],
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"Type": "Gossip"}',
+        b'{"Type": ["Notification"]}',
+        b'{"Type": "Notification"}',
+        b'{"Type": "Notification", "Message": 1, "MessageId": "m"}',
+        b"\xff\xfe",
+        pytest.param(b"[" * 200_000, id="nested-200000-deep"),
+    ],
 )
 def test_what_is_not_an_sns_message_is_400(sns: FakeSns, raw: bytes) -> None:
     request = WebhookRequest(body=raw, headers={}, query={}, url="https://courier.example/")

@@ -55,7 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -151,12 +151,12 @@ def parse_sns(body: bytes) -> SnsMessage:
     its signature fields are missing."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadPayload("Not JSON: SNS posts a JSON object.") from exc
     if not isinstance(data, dict):
         raise BadPayload("Not an SNS message: expected a JSON object.")
     kind = data.get("Type")
-    if kind not in SIGNED_FIELDS:
+    if not isinstance(kind, str) or kind not in SIGNED_FIELDS:
         raise BadPayload(f"Not an SNS message type: {str(kind)[:60]!r}.")
     signed = {}
     for name in SIGNED_FIELDS[kind]:
@@ -191,7 +191,7 @@ def _sns_timestamp(value: str) -> datetime:
         raise BadPayload(f"Timestamp is not an ISO 8601 time: {value[:40]!r}.")
     try:
         return datetime.fromisoformat(value).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadPayload(f"Timestamp is not a valid time: {value[:40]!r}.") from exc
 
 
@@ -306,7 +306,11 @@ def _fetch_certificate(client: httpx.Client, url: str, now: datetime) -> x509.Ce
         raise Unauthorized("The signing certificate is not a PEM X.509 certificate.") from exc
     if not _in_validity(certificate, now):
         raise Unauthorized("The signing certificate is expired or not yet valid.")
-    if not isinstance(certificate.public_key(), rsa.RSAPublicKey):
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise Unauthorized("The signing certificate's key cannot be read.") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
         raise Unauthorized("The signing certificate does not carry an RSA key.")
     return certificate
 
@@ -370,7 +374,7 @@ def ses_events(message: SnsMessage) -> list[MailEvent]:
     """
     try:
         notification = json.loads(message.message)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadPayload("The SNS Message is not an SES notification (not JSON).") from exc
     if not isinstance(notification, dict):
         raise BadPayload("The SNS Message is not an SES notification (not an object).")
@@ -550,10 +554,10 @@ def _when(value: object, default: datetime) -> datetime:
         text = re.sub(r"\s+([+-]\d\d):?(\d\d)$", r"\1:\2", text)
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
             return default
-        if parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
     return default
 
 
