@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     ses_configuration_set: str = Field(
         "", description="SES configuration set for event publishing. Empty: none."
     )
+    ses_topic_arn: str = Field(
+        "",
+        description="ARN of the SNS topic SES publishes bounces, complaints and deliveries to; "
+        "`POST /webhooks/ses` takes messages of this topic only. Empty: it refuses every one.",
+    )
     sendgrid_api_key: SecretStr = Field(
         SecretStr(""),
         description="SendGrid API key with Mail Send access (`MAIL_BACKEND=sendgrid`).",
