@@ -8,7 +8,8 @@ verification changes nothing.
     WebhookError
      ├── Unauthorized   401: no or bad credentials / signature
      ├── Forbidden      403: genuine, but not for us (another topic, a stale message)
-     └── BadPayload     400: not what the provider sends
+     ├── BadPayload     400: not what the provider sends
+     └── Unavailable    503: what verification needs is unreachable now (providers retry)
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Forbidden(WebhookError):
 
 class BadPayload(WebhookError):
     status = 400
+
+
+class Unavailable(WebhookError):
+    status = 503
 
 
 @dataclass(frozen=True)

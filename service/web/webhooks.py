@@ -37,6 +37,7 @@ router = APIRouter(tags=["webhooks"])
         403: {"description": "Genuine, but not for this service (topic, age)"},
         404: {"description": "No such provider"},
         413: {"description": "Body too large"},
+        503: {"description": "Verification needs something unreachable now; retry later"},
     },
 )
 async def webhook(

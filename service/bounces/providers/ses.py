@@ -65,7 +65,7 @@ from service.bounces.webhooks import (
     Context,
     Forbidden,
     Unauthorized,
-    WebhookError,
+    Unavailable,
     WebhookRequest,
     handler,
 )
@@ -118,13 +118,6 @@ BOUNCE_KINDS = {
     "Transient": EventKind.SOFT_BOUNCE,
     "Undetermined": EventKind.SOFT_BOUNCE,
 }
-
-
-class Unavailable(WebhookError):
-    """503: SNS's certificate could not be fetched, or the subscription not confirmed, just
-    now; SNS retries a delivery that failed this way."""
-
-    status = 503
 
 
 @dataclass(frozen=True)
