@@ -403,7 +403,9 @@ class ProviderEvent(Base):
     __tablename__ = "provider_events"
     __table_args__ = (
         UniqueConstraint("provider", "event_id"),
-        Index("ix_provider_events_email_hash_kind_occurred_at", "email_hash", "kind", "occurred_at"),
+        Index(
+            "ix_provider_events_email_hash_kind_occurred_at", "email_hash", "kind", "occurred_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
