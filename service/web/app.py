@@ -77,10 +77,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.intake = TaskIntake()
     app.state.announcer = TaskAnnouncer()
     app.state.polls = TaskPolls()
-    # This app's own figures from its database, read at scrape time (the process-wide
-    # registry holds the request counters).
+    # This app's own figures from its database, read at scrape time through whatever session
+    # factory the app holds then (the process-wide registry holds the request counters).
     app.state.figures = CollectorRegistry()
-    app.state.figures.register(FeedbackCollector(app.state.sessions))
+    app.state.figures.register(FeedbackCollector(lambda: app.state.sessions()))
     app.include_router(readers_api.router)
     app.include_router(pages.router)
     app.include_router(archive_pages.router)
