@@ -327,8 +327,8 @@ class Delivery(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     backend: Mapped[str | None] = mapped_column(String(32))
-    message_id: Mapped[str | None] = mapped_column(String(300))
-    provider_id: Mapped[str | None] = mapped_column(String(300))
+    message_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    provider_id: Mapped[str | None] = mapped_column(String(300), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     # Start of the lease while `sending`; afterwards the cut-off of what this mail carried,
     # so the reader's next digest starts there.
@@ -357,7 +357,10 @@ class DeliveredPost(Base):
 
 
 class Suppression(Base):
-    """An address we never mail. Erased readers leave only the hash of their address."""
+    """An address we never mail. Erased readers leave only the hash of their address.
+
+    A row here is a suppression in force; lifting one moves it to `lifted_suppressions`.
+    """
 
     __tablename__ = "suppressions"
 
@@ -368,19 +371,56 @@ class Suppression(Base):
     source: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What made it: the feedback events (provider, event id, kind, time, detail), newest last.
+    evidence: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class LiftedSuppression(Base):
+    """A suppression an operator lifted: what it was, and who lifted it, when and why."""
+
+    __tablename__ = "lifted_suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))  # None: an erased reader
+    reason: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    suppressed_at: Mapped[datetime]
+    lifted_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    lifted_by: Mapped[str] = mapped_column(String(100))
+    lift_note: Mapped[str | None] = mapped_column(Text)
 
 
 class ProviderEvent(Base):
-    """A webhook event, stored once by its id so a replay changes nothing."""
+    """A feedback event, stored once by its id so a replay changes nothing.
+
+    The columns beside the payload are what the policy counts (soft bounces of one address
+    in 30 days) and what the figures join (events of an edition's deliveries).
+    """
 
     __tablename__ = "provider_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        Index(
+            "ix_provider_events_email_hash_kind_occurred_at", "email_hash", "kind", "occurred_at"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(300))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str | None] = mapped_column(String(16))  # an EventKind value
+    email_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of lower(email)
+    occurred_at: Mapped[datetime | None]
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("deliveries.id", ondelete="SET NULL"),
+        index=True,
+    )
 
 
 class ApiToken(Base):

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from service.bounces import figures
+from service.bounces.figures import Feedback
 from service.digests.sending import CANCELLED, finish_if_done
 from service.models import (
     Delivery,
@@ -111,6 +113,7 @@ class BackendFigures:
     unknown: int = 0
     sending: int = 0
     retrying: int = 0  # a temporary failure: back in the queue for a later attempt
+    feedback: Feedback = field(default_factory=Feedback)  # bounces and complaints of its `sent`
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class EditionDetail(EditionSummary):
     last_sent_at: datetime | None
     backends: list[BackendFigures] = field(default_factory=list)
     errors: list[ErrorSample] = field(default_factory=list)  # the first distinct ones
+    # Bounces and complaints reported for its sent deliveries, with their rates.
+    feedback: Feedback = field(default_factory=Feedback)
 
 
 def may_cancel(role: Role, kind: EditionKind | str) -> bool:
@@ -217,6 +222,7 @@ def edition_detail(session: Session, edition_id: int) -> EditionDetail:
         key = (ADDRESS.sub("<address>", error or ""), backend)
         samples[key] = samples.get(key, 0) + n
     errors = [ErrorSample(e, b, n) for (e, b), n in list(samples.items())[:ERROR_SAMPLES]]
+    feedback = figures.by_edition(session, [edition_id]).get(edition_id, {})
     cancelled = 0
     if edition.status == EditionStatus.CANCELLED:
         cancelled = (
@@ -245,10 +251,15 @@ def edition_detail(session: Session, edition_id: int) -> EditionDetail:
         first_sent_at=first_sent,
         last_sent_at=last_sent,
         backends=[
-            BackendFigures(backend=name, **{k: v for k, v in counts.items() if k != "skipped"})
+            BackendFigures(
+                backend=name,
+                feedback=feedback.get(name, Feedback()),
+                **{k: v for k, v in counts.items() if k != "skipped"},
+            )
             for name, counts in sorted(backends.items())
         ],
         errors=errors,
+        feedback=figures.total(feedback),
     )
 
 

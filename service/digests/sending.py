@@ -62,7 +62,7 @@ from service.models import (
     SubscriberStatus,
     Suppression,
 )
-from service.suppressions import email_hash, suppress
+from service.suppressions import Evidence, email_hash, suppress
 
 __all__ = [
     "CANCELLED",
@@ -447,7 +447,21 @@ class _Sending:
                 self.pause = f"{self.failures_in_row} failed attempts in a row, last: {error}"
             return
         if isinstance(error, RecipientRejected):
-            suppress(self.session, reader.email, reason="bounced", source=self.sender.name)
+            refused = Evidence(
+                self.sender.name,
+                None,
+                "refused",
+                datetime.now(UTC),
+                str(error)[:500],
+                reader.delivery_id,
+            )
+            suppress(
+                self.session,
+                reader.email,
+                reason="bounced",
+                source=self.sender.name,
+                evidence=[refused],
+            )
         self._give_up(job, str(error))
 
     def _give_up(self, job: _Job, reason: str) -> None:

@@ -90,6 +90,18 @@ class EditionPageOut(BaseModel):
     limit: int
 
 
+class FeedbackOut(BaseModel):
+    """Bounces and complaints reported for the sent deliveries, and their rates (0 to 1)."""
+
+    sent: int
+    bounced: int = Field(description="Sent deliveries with a hard or a soft bounce.")
+    hard_bounced: int
+    complained: int
+    bounce_rate: float
+    complaint_rate: float
+    complaint_warning: bool = Field(description="The complaint rate is above 0.1%.")
+
+
 class BackendOut(BaseModel):
     backend: str
     sent: int
@@ -97,6 +109,7 @@ class BackendOut(BaseModel):
     unknown: int
     sending: int
     retrying: int
+    feedback: FeedbackOut
 
 
 class ErrorOut(BaseModel):
@@ -117,6 +130,7 @@ class EditionDetailOut(EditionOut):
     last_sent_at: datetime | None
     backends: list[BackendOut]
     errors: list[ErrorOut]
+    feedback: FeedbackOut
 
 
 @router.post(
@@ -217,6 +231,10 @@ def get_breaking_dispatch(request: Request) -> Dispatch:
 
 def _detail_out(detail: editions.EditionDetail) -> EditionDetailOut:
     values = dict(detail.__dict__)
-    values["backends"] = [BackendOut(**b.__dict__) for b in detail.backends]
+    values["backends"] = [
+        BackendOut(**{**b.__dict__, "feedback": FeedbackOut(**b.feedback.__dict__)})
+        for b in detail.backends
+    ]
     values["errors"] = [ErrorOut(**e.__dict__) for e in detail.errors]
+    values["feedback"] = FeedbackOut(**detail.feedback.__dict__)
     return EditionDetailOut(**values)

@@ -1,4 +1,4 @@
-"""Operators' JSON API over the suppression list: search, add, lift."""
+"""Operators' JSON API over the suppression list: search, add, lift, and what was lifted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service import suppressions
-from service.suppressions import SuppressionError, SuppressionInfo, SuppressionPage
+from service.suppressions import LiftInfo, SuppressionError, SuppressionInfo, SuppressionPage
 from service.web.admin_errors import ADMIN_ERRORS, CONFLICT, INVALID, NOT_FOUND, answered
 from service.web.deps import Offset, OperatorDep, RowId, SessionDep
 
@@ -50,11 +50,36 @@ def add_suppression(body: SuppressionIn, session: SessionDep, _: OperatorDep) ->
     return info
 
 
-@router.delete("/{suppression_id}", status_code=204, responses=NOT_FOUND)
-def lift_suppression(suppression_id: RowId, session: SessionDep, _: OperatorDep) -> Response:
-    """Lift the entry: the address may be mailed again (a reader who unsubscribed or bounced
-    still gets nothing until they subscribe again)."""
+@router.get("/lifts", responses=INVALID)
+def lift_history(
+    session: SessionDep,
+    _: OperatorDep,
+    q: Annotated[
+        str | None, Query(max_length=320, description="Part of an address, any case")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 50,
+) -> list[LiftInfo]:
+    """Lifted suppressions, newest first: what each was (reason, evidence) and who lifted it,
+    when and why."""
     with answered(SuppressionError):
-        suppressions.lift_suppression(session, suppression_id)
+        return suppressions.lift_history(session, q, limit=limit)
+
+
+@router.delete("/{suppression_id}", status_code=204, responses=NOT_FOUND | INVALID)
+def lift_suppression(
+    suppression_id: RowId,
+    session: SessionDep,
+    token: OperatorDep,
+    note: Annotated[
+        str | None,
+        Query(max_length=suppressions.MAX_NOTE, description="Why it is lifted, kept with the lift"),
+    ] = None,
+) -> Response:
+    """Lift the entry: the address may be mailed again. The lift is recorded with the token's
+    name, the time and the note (see `GET /api/admin/suppressions/lifts`). A reader the
+    bounce policy marked `bounced` becomes active again; one who unsubscribed or complained
+    still gets nothing until they subscribe again."""
+    with answered(SuppressionError):
+        suppressions.lift_suppression(session, suppression_id, by=token.name, note=note)
     session.commit()
     return Response(status_code=204)

@@ -12,11 +12,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.bounces.metrics import FeedbackCollector
 from service.config import Settings, get_settings
 from service.db import get_engine, session_factory
 from service.health import CHECK_TIMEOUT, Check, check_broker, check_database
@@ -70,6 +77,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.intake = TaskIntake()
     app.state.announcer = TaskAnnouncer()
     app.state.polls = TaskPolls()
+    # This app's own figures from its database, read at scrape time through whatever session
+    # factory the app holds then (the process-wide registry holds the request counters).
+    app.state.figures = CollectorRegistry()
+    app.state.figures.register(FeedbackCollector(lambda: app.state.sessions()))
     app.include_router(readers_api.router)
     app.include_router(pages.router)
     app.include_router(archive_pages.router)
@@ -150,8 +161,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: request counters, and bounce and complaint figures per
+        edition and per mail backend (`newsletter_edition_*`, `newsletter_backend_*`)."""
+        body = generate_latest() + generate_latest(app.state.figures)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -58,9 +58,19 @@ def test_add_search_and_lift(site: AdminSite, db: Session) -> None:
         assert page["total"] == 1
     assert _search(site, q="bob") == {"items": [], "total": 0, "limit": 50, "offset": 0}
 
-    assert site.call("DELETE", f"{PATH}/{entry['id']}").status_code == 204
+    lifted = site.call("DELETE", f"{PATH}/{entry['id']}", params={"note": "asked again, kindly"})
+    assert lifted.status_code == 204
     assert not is_suppressed(db, "ann.lee@example.org")
     assert _search(site)["items"] == []
+    [history] = site.call("GET", f"{PATH}/lifts", params={"q": "ann.lee"}).json()
+    assert (history["email"], history["reason"], history["note"]) == (
+        "Ann.Lee@example.org",
+        "abuse",
+        "asked by phone",
+    )
+    assert (history["lifted_by"], history["lift_note"]) == ("operator-token", "asked again, kindly")
+    too_long = site.call("DELETE", f"{PATH}/{entry['id']}", params={"note": "x" * 2001})
+    assert too_long.status_code == 422
 
 
 def test_a_whole_address_finds_an_erased_readers_hash(site: AdminSite, db: Session) -> None:

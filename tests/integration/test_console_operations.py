@@ -4,12 +4,15 @@ suppressions and the subscriber lookup, each form CSRF-checked, each refusal exp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.bounces.events import EventKind, MailEvent
+from service.bounces.policy import record
 from service.models import (
     Cadence,
     Role,
@@ -137,8 +140,39 @@ def test_an_address_is_suppressed_found_and_lifted(site: AdminSite, db: Session)
     assert "asked by phone" in found
     status, html = post_form(site, "/admin/suppressions", "/admin/suppressions", email="nope")
     assert status == 422
-    post_form(site, "/admin/suppressions", f"/admin/suppressions/{row.id}/lift")
+    status, html = post_form(
+        site, "/admin/suppressions", f"/admin/suppressions/{row.id}/lift", note="called back"
+    )
+    assert "Suppression lifted" in html
     assert db.scalars(select(Suppression)).all() == []
+    lifted = html.split('id="lifted"')[1]  # the history: who lifted what, and why
+    assert "Angry.Reader@example.net" in lifted
+    assert "operator-token" in lifted
+    assert "called back" in lifted
+
+
+def test_a_suppression_shows_the_events_behind_it(site: AdminSite, db: Session) -> None:
+    at = datetime(2026, 11, 27, 8, 15, tzinfo=UTC)
+    record(
+        db,
+        [
+            MailEvent(
+                "ses",
+                "ses-bounce-77",
+                EventKind.HARD_BOUNCE,
+                "gone@example.net",
+                at,
+                detail="550 5.1.1 mailbox unknown",
+            )
+        ],
+    )
+    db.commit()
+    html = site.client.get("/admin/suppressions").text
+    assert "gone@example.net" in html
+    assert "bounced" in html
+    assert "ses-bounce-77" in html
+    assert "550 5.1.1 mailbox unknown" in html
+    assert "2026-11-27 08:15 UTC" in html
 
 
 def test_the_subscriber_lookup_shows_subscriptions(site: AdminSite, db: Session) -> None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import FormData
 
+from service.bounces import figures
 from service.digests import breaking, editions, preview
 from service.digests.planning import Dispatch
 from service.models import EditionKind, EditionStatus, Post, Role
@@ -81,6 +82,8 @@ def edition_page(
         "percent": _percent(detail.progress),
         "figure_names": FIGURES,
         "can_cancel": live and editions.may_cancel(editor.role, detail.kind),
+        "rate": figures.percent,
+        "complaint_limit": figures.percent(figures.COMPLAINT_WARNING),
     }
     return page(request, editor, "edition.html", context, section="editions")
 

@@ -20,7 +20,12 @@ from service.feeds import sources
 from service.models import Cadence
 from service.readers import bulk
 from service.readers.lookup import find_subscribers
-from service.suppressions import SuppressionError, add_suppression, lift_suppression
+from service.suppressions import (
+    SuppressionError,
+    add_suppression,
+    lift_history,
+    lift_suppression,
+)
 from service.suppressions import search_suppressions as search
 from service.web import csrf
 from service.web.admin_bulk import MAX_IMPORT_BYTES
@@ -257,7 +262,13 @@ def _suppressions_page(
     done: str | None = None,
 ) -> HTMLResponse:
     found = search(session, q or None, limit=100)
-    context = {"suppressions": found.items, "total": found.total, "q": q, "error": error}
+    context = {
+        "suppressions": found.items,
+        "total": found.total,
+        "lifts": lift_history(session, q or None, limit=50),
+        "q": q,
+        "error": error,
+    }
     return _show(request, editor, "suppressions", context, status=status, done=done)
 
 
@@ -296,7 +307,7 @@ def lift(
 ) -> Response:
     csrf.verify(request, form.get(csrf.FIELD))
     try:
-        lift_suppression(session, suppression_id)
+        lift_suppression(session, suppression_id, by=editor.name, note=_text(form, "note") or None)
     except SuppressionError as exc:
         session.rollback()
         return _suppressions_page(request, editor, session, error=str(exc), status=http_status(exc))
