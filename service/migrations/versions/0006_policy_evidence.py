@@ -5,7 +5,7 @@
 - `suppressions` gains its evidence; `lifted_suppressions` keeps what operators lifted;
 - `deliveries` is indexed by message id and provider id (how feedback finds its delivery).
 
-Revision ID: 0006_policy
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-28
 """
@@ -20,7 +20,7 @@ from alembic import op
 
 import service.models
 
-revision: str = "0006_policy"
+revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
