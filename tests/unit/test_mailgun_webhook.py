@@ -94,7 +94,7 @@ def test_a_permanent_failure_is_a_hard_bounce() -> None:
     assert event.occurred_at == datetime(2026, 11, 27, 7, 3, 12, 375624, tzinfo=UTC)
     # The id Mailgun reports without brackets, as our Message-ID and its API answer have it.
     assert event.message_id == event.provider_message_id == "<delivery.9.1@courier.example>"
-    assert "permanent" in event.detail and "550" in event.detail and "5.1.1" in event.detail
+    assert event.detail.startswith("failed — permanent — bounce — 550 — 5.1.1")
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ def test_a_key_that_cannot_verify_sendgrid_is_refused_at_start_up() -> None:
         base64.b64encode(rsa_der).decode(),
         SendgridSigner(ec.SECP384R1()).public_key,  # another curve
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="public key"):
             public_key(wrong)
         with pytest.raises(ValidationError, match="sendgrid_webhook_public_key"):
             Settings(sendgrid_webhook_public_key=wrong)
