@@ -21,11 +21,18 @@ MAX_ID = 300  # provider_events.event_id
 
 
 def json_body(body: bytes) -> Any:
-    """The body as JSON, or `BadPayload`."""
+    """The body as strict JSON, or `BadPayload`: no NaN or Infinity, and no NUL character,
+    which no provider sends and PostgreSQL's text columns cannot hold."""
+    if b"\\u0000" in body:
+        raise BadPayload("The body holds a NUL character.")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadPayload("The body is not JSON.") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -180,7 +180,18 @@ def test_a_bounce_naming_no_address_silences_nobody() -> None:
     assert (event.kind, event.email) == (EventKind.OTHER, "")
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'"Bounce"', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'"Bounce"',
+        b"\xff\xfe",
+        b'{"RecordType": "Bounce", "ID": NaN}',
+        b'{"RecordType": "Bounce", "Email": "ann\\u0000@harbour.example"}',
+    ],
+)
 def test_what_postmark_does_not_send_is_a_bad_payload(body: bytes) -> None:
     with pytest.raises(BadPayload):
         parse(body, received_at=NOW)
