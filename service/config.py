@@ -118,6 +118,26 @@ class Settings(BaseSettings):
         description="Mailgun API base URL; `https://api.eu.mailgun.net` for a domain in the EU "
         "region.",
     )
+    postmark_webhook_user: str = Field(
+        "",
+        description="User name of the Postmark webhook URL "
+        "(`https://USER:PASSWORD@host/webhooks/postmark`). Empty: Postmark webhooks are refused.",
+    )
+    postmark_webhook_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the Postmark webhook URL; a long random one. Empty: Postmark "
+        "webhooks are refused.",
+    )
+    sendgrid_webhook_public_key: str = Field(
+        "",
+        description="The verification key SendGrid shows for its Signed Event Webhook (base64, "
+        "or PEM). Empty: SendGrid webhooks are refused.",
+    )
+    mailgun_webhook_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Mailgun's HTTP webhook signing key (not the API key). Empty: Mailgun "
+        "webhooks are refused.",
+    )
     dkim_selector: str = Field(
         "", description="DKIM selector; signing is on when this and `DKIM_KEY_FILE` are set."
     )
@@ -164,6 +184,15 @@ class Settings(BaseSettings):
             names = ", ".join(f"NEWSLETTER_{name.upper()}" for name in missing)
             raise ValueError(f"MAIL_BACKEND={self.mail_backend} needs {names}")
         return self
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _sendgrid_key(cls, value: str) -> str:
+        if value.strip():
+            from service.bounces.providers.sendgrid import public_key
+
+            public_key(value)  # ValueError: not a P-256 public key
+        return value.strip()
 
     @field_validator("base_url")
     @classmethod

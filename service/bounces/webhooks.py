@@ -28,6 +28,7 @@ MAX_BODY = 1024 * 1024  # providers batch, but no documented payload comes near 
 
 class WebhookError(Exception):
     status = 400
+    headers: Mapping[str, str] | None = None  # sent with the error, e.g. WWW-Authenticate
 
 
 class Unauthorized(WebhookError):

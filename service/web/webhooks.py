@@ -70,7 +70,9 @@ def _handle(
         events = handle(incoming, Context(settings, session, http_client()))
     except WebhookError as exc:
         session.rollback()
-        raise HTTPException(exc.status, detail=str(exc) or "Rejected.") from exc
+        raise HTTPException(
+            exc.status, detail=str(exc) or "Rejected.", headers=dict(exc.headers or {}) or None
+        ) from exc
     done = record(session, events)
     session.commit()
     return {"stored": done.stored, "replayed": done.replayed}
