@@ -235,9 +235,20 @@ def _delivery(session: Session, event: MailEvent) -> Delivery | None:
         if found is not None:
             return found
     if event.provider_message_id:
-        return session.scalars(
-            select(Delivery).where(Delivery.provider_id == event.provider_message_id).limit(1)
-        ).first()
+        # One provider id may cover a whole API call (SendGrid's X-Message-Id names up to
+        # 1,000 recipients): when it does, only the delivery to this address is the one.
+        same = Delivery.provider_id == event.provider_message_id
+        found = session.scalars(select(Delivery).where(same).limit(2)).all()
+        if len(found) == 1:
+            return found[0]
+        if found:
+            address = event.email.strip().lower()
+            return session.scalars(
+                select(Delivery)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(same, func.lower(Subscriber.email) == address)
+                .limit(1)
+            ).first()
     return None
 
 

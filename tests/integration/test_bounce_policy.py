@@ -264,3 +264,36 @@ def test_lifting_a_complaint_leaves_the_reader_unsubscribed(db: Session) -> None
     assert not is_suppressed(db, "jo@example.com")
     assert status_of(jo) == SubscriberStatus.COMPLAINED  # their choice: they subscribe again
     assert jo.subscriptions == []
+
+
+def test_a_provider_id_shared_by_a_batch_finds_the_delivery_to_that_address(
+    db: Session,
+) -> None:
+    from service.models import Delivery, DeliveryStatus, Edition, EditionKind
+
+    harbour = tag(db, "harbour-batch")
+    ann = reader(db, "ann.batch@example.com", {harbour: Cadence.DAILY})
+    bob = reader(db, "bob.batch@example.com", {harbour: Cadence.DAILY})
+    edition = Edition(key="digest:9:2026-11-27", kind=EditionKind.DIGEST)
+    db.add(edition)
+    db.flush()
+    for who in (ann, bob):  # one API call, one provider id for both
+        db.add(
+            Delivery(
+                edition_id=edition.id,
+                subscriber_id=who.id,
+                status=DeliveryStatus.SENT,
+                provider_id="batch-42",
+            )
+        )
+    db.flush()
+    bounce = MailEvent(
+        "sendgrid",
+        "sg-1",
+        EventKind.HARD_BOUNCE,
+        "Bob.Batch@example.com",
+        datetime(2026, 11, 27, tzinfo=UTC),
+        provider_message_id="batch-42",
+    )
+    record(db, [bounce])
+    assert (ann.status, bob.status) == (SubscriberStatus.ACTIVE, SubscriberStatus.BOUNCED)
