@@ -238,10 +238,10 @@ def _delivery(session: Session, event: MailEvent) -> Delivery | None:
         # One provider id may cover a whole API call (SendGrid's X-Message-Id names up to
         # 1,000 recipients): when it does, only the delivery to this address is the one.
         same = Delivery.provider_id == event.provider_message_id
-        found = session.scalars(select(Delivery).where(same).limit(2)).all()
-        if len(found) == 1:
-            return found[0]
-        if found:
+        candidates = session.scalars(select(Delivery).where(same).limit(2)).all()
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
             address = event.email.strip().lower()
             return session.scalars(
                 select(Delivery)
