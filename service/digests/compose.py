@@ -43,12 +43,12 @@ from service.mail import (
     OutgoingMessage,
     PreparedMessage,
     Rendered,
-    make_message_id,
     prepare,
     render,
     slot,
 )
 from service.mail.message import EncodedBody, PackedBody
+from service.mail.verp import bounce_address, delivery_message_id
 from service.models import Edition, EditionKind, Schedule
 from service.readers.tokens import Purpose, TokenData, Tokens
 
@@ -126,12 +126,11 @@ class Composer:
         base = self.settings.base_url
         return body.personalize(
             to=reader.email,
-            message_id=make_message_id(
-                "d", self.edition.id, reader.delivery_id, domain=self.settings.public_host
-            ),
+            message_id=delivery_message_id(self.settings, self.edition.id, reader.delivery_id),
             unsubscribe_url=f"{base}/unsubscribe/{leave}",
             values={"preferences_url": f"{base}/preferences/{manage}"},
             signer=self.signer,
+            return_path=bounce_address(self.settings, reader.delivery_id),
         )
 
     def preview(
