@@ -136,7 +136,8 @@ def _recipient(block: Message) -> str:
 
 def _sent_to(msg: Message) -> list[str]:
     values = [str(v) for name in _SENT_TO for v in msg.get_all(name, [])]
-    return [a.lower() for _name, a in getaddresses(values) if "@" in a]
+    found = [a.lower() for _name, a in getaddresses(values) if "@" in a]
+    return list(dict.fromkeys(found))
 
 
 def _original_ids(msg: Message, data: bytes, own_id: str) -> list[str]:
