@@ -81,7 +81,8 @@ def test_an_out_of_office_reply_is_no_bounce() -> None:
 
 def test_the_verp_address_names_its_delivery_only_with_our_signature(settings: Settings) -> None:
     address = bounce_address(settings, 42)
-    assert address is not None and address.startswith("bounces+42-")
+    assert address is not None
+    assert address.startswith("bounces+42-")
     assert address.endswith("@courier.example")
     assert delivery_from_address(settings, address) == 42
     assert delivery_from_address(settings, address.upper()) == 42  # servers may change case
@@ -100,7 +101,8 @@ def test_the_verp_address_names_its_delivery_only_with_our_signature(settings: S
 
 def test_the_message_id_names_its_delivery_only_with_our_signature(settings: Settings) -> None:
     message_id = delivery_message_id(settings, 3, 42)
-    assert message_id.startswith("<d.3.42.") and message_id.endswith("@courier.example>")
+    assert message_id.startswith("<d.3.42.")
+    assert message_id.endswith("@courier.example>")
     assert delivery_message_id(settings, 3, 42) == message_id  # stable across retries
     assert delivery_from_message_id(settings, message_id) == (3, 42)
     assert delivery_from_message_id(settings, "<d.3.42@courier.example>") is None
