@@ -303,7 +303,7 @@ def test_the_envelope_sender_is_the_deliverys_verp_address_over_smtp(
     (envelope,) = server.handler.received
     ana_delivery = delivery_id(sessions, ANA)
     assert envelope.mail_from == bounce_address(settings, ana_delivery)
-    assert envelope.mail_from.startswith(f"bounces+{ana_delivery}-")
+    assert str(envelope.mail_from).startswith(f"bounces+{ana_delivery}-")
     assert envelope.rcpt_tos == [ANA]
     assert isinstance(envelope.content, bytes)
     received = message_from_bytes(envelope.content)
@@ -357,7 +357,7 @@ def test_a_bounced_digest_suppresses_the_reader_and_the_next_one_skips_them(
         assert isinstance(to_ana.content, bytes)
         dsn = bounce(
             "hard_5.1.1.eml",
-            verp=to_ana.mail_from,
+            verp=str(to_ana.mail_from),
             reader=ANA,
             message_id=str(message_from_bytes(to_ana.content)["Message-ID"]),
         )
