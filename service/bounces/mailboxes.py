@@ -9,6 +9,7 @@ nothing new, as each bounce's events are stored once by id.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import mailbox
 import re
@@ -91,13 +92,20 @@ class ImapBox:
                 )
             else:
                 conn = imaplib.IMAP4(parts.hostname, parts.port or 143, timeout=timeout)
-                if starttls != "off":
-                    conn.starttls(context)  # refuses when the server does not offer it
+        except (OSError, imaplib.IMAP4.error) as exc:
+            raise MailboxError(f"IMAP {parts.hostname}: {exc}") from exc
+        try:
+            if parts.scheme == "imap" and starttls != "off":
+                conn.starttls(context)  # refuses when the server does not offer it
             conn.login(unquote(parts.username), unquote(parts.password or ""))
             typ, _ = conn.select(_quote(self.folder))
             if typ != "OK":
                 raise MailboxError(f"no mailbox {self.folder!r}")
-        except (OSError, imaplib.IMAP4.error) as exc:
+        except (OSError, imaplib.IMAP4.error, MailboxError) as exc:
+            with contextlib.suppress(OSError):
+                conn.shutdown()
+            if isinstance(exc, MailboxError):
+                raise
             raise MailboxError(f"IMAP {parts.hostname}: {exc}") from exc
         self._conn = conn
         self._created = False
@@ -116,24 +124,27 @@ class ImapBox:
         if not self._created:
             self._conn.create(_quote(PROCESSED))  # NO when it exists: fine
             self._created = True
-        if "MOVE" in self._conn.capabilities:  # RFC 6851
+        typ, answer = self._conn.uid("STORE", key, "+FLAGS", r"(\Seen)")
+        if typ == "OK" and "MOVE" in self._conn.capabilities:  # RFC 6851
             typ, answer = self._conn.uid("MOVE", key, PROCESSED)
-        else:
+        elif typ == "OK":
+            # Without MOVE: copy, mark deleted, expunge when done (a plain EXPUNGE also
+            # removes other messages someone marked deleted in this mailbox).
             typ, answer = self._conn.uid("COPY", key, PROCESSED)
             if typ == "OK":
-                typ, answer = self._conn.uid("STORE", key, "+FLAGS", r"(\Deleted \Seen)")
+                typ, answer = self._conn.uid("STORE", key, "+FLAGS", r"(\Deleted)")
                 self._moved = True
         if typ != "OK":
             raise MailboxError(f"could not move message {key} to {PROCESSED}: {answer!r}")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
             if self._moved:
                 self._conn.expunge()
             self._conn.close()
             self._conn.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
+        with contextlib.suppress(OSError):
+            self._conn.shutdown()  # after LOGOUT a no-op; after a failure it frees the socket
 
 
 def _quote(name: str) -> str:

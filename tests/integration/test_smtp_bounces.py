@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from service.bounces.mailboxes import MaildirBox
+from service.bounces.mailboxes import ImapBox, MailboxError, MaildirBox
 from service.bounces.smtp import Summary, process_mailbox
 from service.config import Settings
 from service.digests import planning, schedules
@@ -38,6 +38,7 @@ from service.models import (
 from service.suppressions import is_suppressed
 from tests.digest_data import RecordingSender, merge, post, reader, tag
 from tests.dsn_fixtures import bounce, maildir
+from tests.imap_server import ImapServer
 from tests.processes import run_cli, service_env
 from tests.smtp_server import Server
 
@@ -217,6 +218,47 @@ def delivery_id(sessions: Sessions, email: str) -> int:
         found = s.scalar(select(Delivery.id).join(Subscriber).where(Subscriber.email == email))
         assert found is not None
         return found
+
+
+# -- IMAP ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("move", [True, False], ids=["MOVE", "COPY+EXPUNGE"])
+def test_bounces_are_read_from_an_imap_mailbox_once(
+    sessions: Sessions, settings: Settings, imap_server: ImapServer, move: bool
+) -> None:
+    readers_with_a_digest(sessions, ANA, BEN)
+    sender = RecordingSender()
+    send_digest(sessions, settings, sender)
+    imap_server.state.move = move
+    imap_server.state.deliver(bounce_of(sender.to(ANA)[0], "hard_5.1.1.eml"))
+    imap_server.state.deliver(bounce_of(sender.to(BEN)[0], "out_of_office.eml"))
+
+    box = ImapBox(imap_server.url())
+    try:
+        summary = process_mailbox(sessions, settings, box)
+    finally:
+        box.close()
+    assert summary == Summary(read=2, hard=1, ignored=1, suppressed=1)
+    assert state(sessions, ANA)[:2] == (True, SubscriberStatus.BOUNCED)
+    boxes = imap_server.state.boxes
+    assert boxes["INBOX"] == []
+    assert [m.flags for m in boxes["processed"]] == [{"\\Seen"}, {"\\Seen"}]
+
+    box = ImapBox(imap_server.url())
+    try:
+        assert process_mailbox(sessions, settings, box).read == 0
+    finally:
+        box.close()
+
+
+def test_a_wrong_imap_password_or_mailbox_is_a_clear_error(imap_server: ImapServer) -> None:
+    with pytest.raises(MailboxError, match="AUTHENTICATIONFAILED"):
+        ImapBox(imap_server.url().replace("s3cret", "guess"))
+    with pytest.raises(MailboxError, match="no mailbox 'Bounces'"):
+        ImapBox(imap_server.url("Bounces"))
+    with pytest.raises(MailboxError, match="not an imap"):
+        ImapBox("https://example.org/INBOX")
 
 
 # -- the command -----------------------------------------------------------------------------
