@@ -25,7 +25,7 @@ from service.bounces.events import EventKind, MailEvent
 from service.bounces.mailboxes import Mailbox
 from service.bounces.policy import record
 from service.config import Settings
-from service.mail.verp import delivery_from_address, delivery_from_message_id
+from service.mail.verp import DeliveryIds
 from service.models import Delivery, Subscriber
 
 __all__ = ["PROVIDER", "Summary", "events_for", "find_delivery", "process_mailbox"]
@@ -61,17 +61,18 @@ class Summary:
 
 def find_delivery(session: Session, settings: Settings, report: dsn.Report) -> Delivery | None:
     """The delivery the bounce is about: by VERP address, else by our Message-ID in it."""
+    ids = DeliveryIds(settings)
     for address in report.sent_to:
-        delivery_id = delivery_from_address(settings, address)
+        delivery_id = ids.from_address(address)
         if delivery_id is not None:
             delivery = session.get(Delivery, delivery_id)
             if delivery is not None:
                 return delivery
     for message_id in report.original_ids:
-        ids = delivery_from_message_id(settings, message_id)
-        if ids is not None:
-            delivery = session.get(Delivery, ids[1])
-            if delivery is not None and delivery.edition_id == ids[0]:
+        found = ids.from_message_id(message_id)
+        if found is not None:
+            delivery = session.get(Delivery, found[1])
+            if delivery is not None and delivery.edition_id == found[0]:
                 return delivery
     return None
 

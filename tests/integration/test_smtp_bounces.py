@@ -25,7 +25,7 @@ from service.digests import planning, schedules
 from service.digests.sending import BatchReport, send_batch
 from service.mail import OutgoingMessage, Sender
 from service.mail.senders.smtp import SmtpSender
-from service.mail.verp import bounce_address
+from service.mail.verp import DeliveryIds
 from service.models import (
     Cadence,
     Delivery,
@@ -133,7 +133,7 @@ def test_each_bounce_fixture_does_what_it_says(
     sender = RecordingSender()
     send_digest(sessions, settings, sender)
     (sent,) = sender.sent
-    assert sent.return_path == bounce_address(settings, delivery_id(sessions, ANA))
+    assert sent.return_path == DeliveryIds(settings).bounce_address(delivery_id(sessions, ANA))
     box = maildir(tmp_path / "bounces", bounce_of(sent, name))
 
     figures, suppressed, stored = CASES[name]
@@ -344,7 +344,7 @@ def test_the_envelope_sender_is_the_deliverys_verp_address_over_smtp(
         sender.close()
     (envelope,) = server.handler.received
     ana_delivery = delivery_id(sessions, ANA)
-    assert envelope.mail_from == bounce_address(settings, ana_delivery)
+    assert envelope.mail_from == DeliveryIds(settings).bounce_address(ana_delivery)
     assert str(envelope.mail_from).startswith(f"bounces+{ana_delivery}-")
     assert envelope.rcpt_tos == [ANA]
     assert isinstance(envelope.content, bytes)

@@ -8,12 +8,7 @@ import pytest
 from service.bounces import dsn
 from service.bounces.events import EventKind
 from service.config import Settings
-from service.mail.verp import (
-    bounce_address,
-    delivery_from_address,
-    delivery_from_message_id,
-    delivery_message_id,
-)
+from service.mail.verp import DeliveryIds
 from tests.dsn_fixtures import bounce
 
 VERP = "bounces+7-0a1b2c3d4e5f@courier.example"
@@ -80,33 +75,33 @@ def test_an_out_of_office_reply_is_no_bounce() -> None:
 
 
 def test_the_verp_address_names_its_delivery_only_with_our_signature(settings: Settings) -> None:
-    address = bounce_address(settings, 42)
+    address = DeliveryIds(settings).bounce_address(42)
     assert address is not None
     assert address.startswith("bounces+42-")
     assert address.endswith("@courier.example")
-    assert delivery_from_address(settings, address) == 42
-    assert delivery_from_address(settings, address.upper()) == 42  # servers may change case
-    assert delivery_from_address(settings, "bounces+42@courier.example") is None
+    assert DeliveryIds(settings).from_address(address) == 42
+    assert DeliveryIds(settings).from_address(address.upper()) == 42  # servers may change case
+    assert DeliveryIds(settings).from_address("bounces+42@courier.example") is None
     forged = address.replace("bounces+42-", "bounces+43-")
-    assert delivery_from_address(settings, forged) is None
+    assert DeliveryIds(settings).from_address(forged) is None
     other = Settings(secret_key="another-key-0123456789abcdefghijkl")
-    assert delivery_from_address(other, address) is None
+    assert DeliveryIds(other).from_address(address) is None
     # Key rotation: the old key, second in the list, still verifies.
     rotated = Settings(
         secret_key="newer-key-0123456789abcdefghijklmn,unit-secret-key-0123456789abcdefgh"
     )
-    assert delivery_from_address(rotated, address) == 42
-    assert bounce_address(Settings(secret_key="k" * 32), 42) is None  # off by default
+    assert DeliveryIds(rotated).from_address(address) == 42
+    assert DeliveryIds(Settings(secret_key="k" * 32)).bounce_address(42) is None  # off by default
 
 
 def test_the_message_id_names_its_delivery_only_with_our_signature(settings: Settings) -> None:
-    message_id = delivery_message_id(settings, 3, 42)
+    message_id = DeliveryIds(settings).message_id(3, 42)
     assert message_id.startswith("<d.3.42.")
     assert message_id.endswith("@courier.example>")
-    assert delivery_message_id(settings, 3, 42) == message_id  # stable across retries
-    assert delivery_from_message_id(settings, message_id) == (3, 42)
-    assert delivery_from_message_id(settings, "<d.3.42@courier.example>") is None
-    assert delivery_from_message_id(settings, message_id.replace("<d.3.", "<d.4.")) is None
+    assert DeliveryIds(settings).message_id(3, 42) == message_id  # stable across retries
+    assert DeliveryIds(settings).from_message_id(message_id) == (3, 42)
+    assert DeliveryIds(settings).from_message_id("<d.3.42@courier.example>") is None
+    assert DeliveryIds(settings).from_message_id(message_id.replace("<d.3.", "<d.4.")) is None
 
 
 def test_bounce_address_must_be_a_bare_address() -> None:
