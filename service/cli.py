@@ -32,6 +32,8 @@ mail_cli = typer.Typer(help="Mail checks.", no_args_is_help=True)
 schedules_cli = typer.Typer(help="Digest programmes (daily, weekly).", no_args_is_help=True)
 digest_cli = typer.Typer(help="Plan and send digests.", no_args_is_help=True)
 subscribers_cli = typer.Typer(help="Readers in bulk: CSV import and export.", no_args_is_help=True)
+bounces_cli = typer.Typer(help="Bounces sent back to an SMTP bounce mailbox.", no_args_is_help=True)
+cli.add_typer(bounces_cli, name="bounces")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(digest_cli, name="digest")
 cli.add_typer(schedules_cli, name="schedules")
@@ -350,6 +352,34 @@ def poll(
     if not ids:
         typer.echo("no sources yet: `newsletter sources add URL --tag SLUG`")
     raise typer.Exit(1 if failed else 0)
+
+
+@bounces_cli.command("process")
+def bounces_process(
+    maildir: Annotated[
+        Path | None, typer.Option(help="A Maildir the bounces are delivered to.")
+    ] = None,
+    imap: Annotated[
+        str | None,
+        typer.Option(help="An IMAP mailbox: imaps://user:pass@host/INBOX."),
+    ] = None,
+) -> None:
+    """Read delivery status notifications, suppress what bounced, move them to `processed`."""
+    from service.bounces.mailboxes import MailboxError, open_mailbox
+    from service.bounces.smtp import process_mailbox
+    from service.db import session_factory
+
+    _upgrade_database()
+    try:
+        box = open_mailbox(maildir, imap)
+    except MailboxError as exc:
+        typer.echo(f"cannot read the mailbox: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        summary = process_mailbox(session_factory(), get_settings(), box)
+    finally:
+        box.close()
+    typer.echo(summary.describe())
 
 
 @schedules_cli.command("add")

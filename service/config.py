@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER = "filesystem://"
+# A bare address: local part and domain of plain characters, no display name or brackets.
+_BOUNCE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 class Settings(BaseSettings):
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
     )
     mail_from: str = Field(
         "Newsletter <newsletter@localhost>", description="From header of every message."
+    )
+    bounce_address: str = Field(
+        "",
+        description="Envelope sender (Return-Path) of bulk mail, e.g. `bounces@news.example.org`: "
+        "each message goes out from `bounces+<delivery id>-<signature>@…` (VERP), so a bounce "
+        "names its delivery (`newsletter bounces process`). Empty: the address of `MAIL_FROM`. "
+        "Used by the `smtp` backend; the HTTP APIs set their own.",
     )
     mail_backend: Literal["outbox", "smtp", "postmark", "ses", "sendgrid", "mailgun"] = Field(
         "outbox",
@@ -193,6 +203,14 @@ class Settings(BaseSettings):
 
             public_key(value)  # ValueError: not a P-256 public key
         return value.strip()
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bare_address(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _BOUNCE_ADDRESS.fullmatch(value):
+            raise ValueError("must be a bare address like bounces@news.example.org")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from service import migrate  # noqa: E402
 from service.db import make_engine  # noqa: E402
 
-pytest_plugins = ["tests.smtp_server"]  # the `start_server` fixture
+pytest_plugins = ["tests.smtp_server", "tests.imap_server"]  # `start_server`, `imap_server`
 
 REQUIRE_SERVICES = os.environ.get("NEWSLETTER_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -43,12 +43,12 @@ from service.mail import (
     OutgoingMessage,
     PreparedMessage,
     Rendered,
-    make_message_id,
     prepare,
     render,
     slot,
 )
 from service.mail.message import EncodedBody, PackedBody
+from service.mail.verp import DeliveryIds
 from service.models import Edition, EditionKind, Schedule
 from service.readers.tokens import Purpose, TokenData, Tokens
 
@@ -106,6 +106,7 @@ class Composer:
         self.schedule = schedule
         self.tags = tags
         self.tokens = tokens or Tokens(settings)
+        self.ids = DeliveryIds(settings)  # signed Message-IDs and VERP addresses
         self.signer = signer
         self.now = now
         self.renders = 0  # full renders (Jinja2 and CSS inlining) this composer did
@@ -126,12 +127,11 @@ class Composer:
         base = self.settings.base_url
         return body.personalize(
             to=reader.email,
-            message_id=make_message_id(
-                "d", self.edition.id, reader.delivery_id, domain=self.settings.public_host
-            ),
+            message_id=self.ids.message_id(self.edition.id, reader.delivery_id),
             unsubscribe_url=f"{base}/unsubscribe/{leave}",
             values={"preferences_url": f"{base}/preferences/{manage}"},
             signer=self.signer,
+            return_path=self.ids.bounce_address(reader.delivery_id),
         )
 
     def preview(

@@ -85,6 +85,14 @@ class OutgoingMessage:
     message_id: str
     data: bytes  # the whole message as sent over SMTP (DKIM-signed when a key is set)
     parts: MessageParts | None = None  # the same message in pieces, for JSON mail APIs
+    # The SMTP envelope sender (MAIL FROM) when it is not ``envelope_from``: this delivery's
+    # VERP bounce address. Only the SMTP sender uses it; the HTTP APIs set their own.
+    return_path: str | None = None
+
+    @property
+    def mail_from_envelope(self) -> str:
+        """The address for SMTP's MAIL FROM, where bounces go."""
+        return self.return_path or self.envelope_from
 
 
 @dataclass(frozen=True)
@@ -399,7 +407,11 @@ class PreparedMessage:
         unsubscribe_url: str | None = None,
         values: Mapping[str, str] | None = None,
         signer: DkimSigner | None = None,
+        return_path: str | None = None,
     ) -> OutgoingMessage:
+        """This reader's message. ``return_path`` is its own envelope sender (a VERP bounce
+        address); it is no header (the receiving server writes Return-Path from the envelope),
+        so the bytes shared by every reader stay as they are."""
         values = dict(values or {})
         if unsubscribe_url is not None:
             values.setdefault("unsubscribe_url", unsubscribe_url)
@@ -423,6 +435,8 @@ class PreparedMessage:
         recipient = to if _PLAIN_ADDRESS.fullmatch(to) else parseaddr(to)[1]
         if "@" not in recipient:
             raise ValueError(f"need a full address: to {to!r}")
+        if return_path is not None and not _PLAIN_ADDRESS.fullmatch(return_path):
+            raise ValueError(f"need a bare address: return path {return_path!r}")
         data = b"".join(
             [
                 _encode_headers(own),
@@ -450,6 +464,7 @@ class PreparedMessage:
             message_id=message_id,
             data=data,
             parts=parts,
+            return_path=return_path,
         )
 
     def _check_unsubscribe_shown(self, url: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from service.mail import (
     HeaderInjection,
+    OutgoingMessage,
     Rendered,
     build_message,
     prepare,
@@ -161,3 +162,32 @@ def test_slots_filled_for_a_group_then_per_reader() -> None:
         "<p>At Sun 29 Mar, 07:00 CEST</p>https://u\n",
     )
     assert zone.rendered.text == f"At Sun 29 Mar, 07:00 CEST.\n{UNSUB}\n"
+
+
+def test_a_readers_return_path_changes_the_envelope_not_the_message() -> None:
+    prepared = prepare(
+        RENDERED,
+        mail_from="Harbour Courier <news@courier.example>",
+        list_id="Daily <daily.courier.example>",
+        feedback_id="daily:digest:newsletter",
+        date=DATE,
+    )
+
+    def one(return_path: str | None) -> OutgoingMessage:
+        return prepared.personalize(
+            to="reader7@example.com",
+            message_id="<d.7@courier.example>",
+            unsubscribe_url="https://courier.example/unsubscribe/t7",
+            values={"preferences_url": "https://courier.example/preferences/p7"},
+            return_path=return_path,
+        )
+
+    plain, verp = one(None), one("bounces+7-0a1b2c3d4e5f@courier.example")
+    assert plain.mail_from_envelope == "news@courier.example"
+    assert verp.mail_from_envelope == "bounces+7-0a1b2c3d4e5f@courier.example"
+    assert verp.envelope_from == "news@courier.example"  # what the HTTP APIs send from
+    # No Return-Path header: the receiving server writes it from the envelope (RFC 5321 4.4).
+    assert verp.data == plain.data
+    assert "Return-Path" not in parse(verp.data)
+    with pytest.raises(ValueError, match="bare address"):
+        one("x@y\r\nBcc: z@example.com")

@@ -192,9 +192,10 @@ class SmtpSender:
 def _transmit(smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
     """MAIL, RCPT, DATA for one recipient; returns the server's queue reply."""
     options = [f"SIZE={len(message.data)}"] if smtp.has_extn("size") else []
-    code, text = smtp.mail(message.envelope_from, options)
+    sender = message.mail_from_envelope  # the delivery's VERP address when there is one
+    code, text = smtp.mail(sender, options)
     if code != 250:
-        raise smtplib.SMTPSenderRefused(code, text, message.envelope_from)
+        raise smtplib.SMTPSenderRefused(code, text, sender)
     code, text = smtp.rcpt(message.recipient)
     if code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({message.recipient: (code, text)})
