@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from itsdangerous import TimestampSigner
 
 from service.config import Settings
 from service.digests import compose
@@ -40,6 +41,13 @@ POSTS = [
     )
     for n in range(1, 9)
 ]
+
+
+@pytest.fixture(autouse=True)
+def same_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed links carry the second they were made in: a layout's message and the full render
+    it is compared with must not straddle a second (they did, now and then, on a busy machine)."""
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(NOW.timestamp()))
 
 
 @pytest.fixture(autouse=True)
