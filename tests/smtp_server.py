@@ -85,23 +85,36 @@ class ServerController(Controller):
 class Server:
     controller: ServerController
     handler: Recorder
+    running: bool = True
 
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.controller.port}"
 
+    def stop(self) -> None:
+        """Take the server down: the port refuses connections, open sessions are dropped."""
+        self.controller.stop()
+        self.running = False
+
+    def start_again(self) -> None:
+        """Listen again on the same port with the same handler (what arrived is kept)."""
+        self.controller.loop = asyncio.new_event_loop()  # stop() closed the old one
+        self.controller.start()
+        self.running = True
+
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., Server]]:
-    controllers: list[ServerController] = []
+    servers: list[Server] = []
 
     def start(smtp_class: type[SMTP] = SMTP, **smtp_kwargs: Any) -> Server:
         handler = Recorder()
         controller = ServerController(handler, smtp_class, **smtp_kwargs)
         controller.start()
-        controllers.append(controller)
-        return Server(controller, handler)
+        servers.append(Server(controller, handler))
+        return servers[-1]
 
     yield start
-    for controller in controllers:
-        controller.stop()
+    for server in servers:
+        if server.running:
+            server.stop()
