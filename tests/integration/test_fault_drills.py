@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,6 +115,13 @@ def retried(drill: Drill) -> tuple[int, int]:
         return int(rows), int(attempts)
 
 
+def settled(received: Sequence[object], quiet: float = 2.0) -> bool:
+    """True once nothing arrives at the SMTP server for ``quiet`` seconds."""
+    before = len(received)
+    time.sleep(quiet)
+    return len(received) == before
+
+
 def test_redis_restarted_mid_edition_the_sweep_finishes_it_once(
     fault_drill: Drill, private_redis: PrivateRedis
 ) -> None:
@@ -133,9 +140,19 @@ def test_redis_restarted_mid_edition_the_sweep_finishes_it_once(
     private_redis.start()
     assert private_redis.queued_tasks() == 0, "the restarted Redis kept tasks"
 
-    # The worker reconnects, but nothing is queued for it: without the sweep, the rest of the
-    # edition would wait forever. The batch it was running when Redis went is still
-    # finished (it needs only PostgreSQL and SMTP); the sweep requeues what is left.
+    # The batch the worker was running when Redis went is still finished (it needs only
+    # PostgreSQL and SMTP); the worker reconnects, but nothing is queued for it any more.
+    wait_for(lambda: settled(received), 30, "the running batch to end")
+    stranded = drill.statuses()
+    assert stranded.get("queued", 0) > 0, "nothing was left for the lost tasks"
+    assert private_redis.queued_tasks() == 0
+    assert len(received) <= stranded["sent"] + stranded.get("sending", 0)
+
+    # The tick's sweep: an edition with queued rows and no batch heartbeat for a while (a
+    # second here, minutes in production) is enqueued again; rows are claimed, never twice.
+    with drill.sessions() as s:
+        report = sweep.sweep(s, tasks.dispatch, datetime.now(UTC), stall=timedelta(seconds=1))
+    assert (report.resumed_editions, report.requeued) == (1, stranded["queued"])
     counts = drill.sweep_until_final(n, timeout=60)
     duration = time.monotonic() - started
 
@@ -144,6 +161,7 @@ def test_redis_restarted_mid_edition_the_sweep_finishes_it_once(
     edition = edition_of(drill)
     print(
         f"\nredis drill: planned {edition.planned} sent {edition.sent} unknown {edition.unknown}"
+        f" stranded {stranded.get('queued', 0)} requeued by the sweep {report.requeued}"
         f" retried {retried(drill)[0]} duplicates {duplicates} received at the cut {at_cut}"
         f" duration {duration:.1f}s"
     )
