@@ -173,7 +173,7 @@ def _stamp_published_at(headers: dict[str, Any] | None = None, **_: Any) -> None
     """Every task message says when it was sent, so `/metrics` can tell how long the oldest
     message of a queue has waited (Celery's own headers carry no time)."""
     if headers is not None:
-        headers[PUBLISHED_AT] = time.time()  # a retry is a new message: its own time
+        headers.setdefault(PUBLISHED_AT, time.time())
 
 
 def enqueue(session: Session, task: Task, *args: Any, **options: Any) -> None:
@@ -280,8 +280,7 @@ def send_deliveries(edition_id: int, delivery_ids: list[int]) -> str:
             countdown=report.retry_in,
             queue=queue_for(report.kind),
         )
-    log.info("send batch", extra={"edition_id": edition_id, "result": report.describe()})
-    return report.describe()
+    return report.describe()  # `send_batch` logged the batch with its edition and delivery ids
 
 
 @app.task(name="service.tasks.send_test_mail", **MAIL_RETRY)
