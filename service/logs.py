@@ -66,7 +66,8 @@ class _Text(logging.Formatter):
 
 class _Json(JsonFormatter):
     def formatException(self, ei: Any) -> str:
-        return redact(super().formatException(ei))
+        text: Any = super().formatException(ei)  # a list of lines with exc_info_as_array
+        return redact(text if isinstance(text, str) else "\n".join(text))
 
 
 def configure_logging(settings: Settings) -> None:

@@ -31,7 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Float, and_, case, cast, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.config import Settings
 from service.models import (
@@ -137,12 +137,12 @@ def send_figures(session: Session, now: datetime, window: timedelta = WINDOW) ->
     ):
         pending[str(status)] = n
     editions = {"planned": 0, "sending": 0, "paused": 0}
-    for status, paused, n in session.execute(
+    for state, paused, n in session.execute(
         select(Edition.status, Edition.paused_reason.is_not(None), func.count())
         .where(Edition.status.in_(open_editions))
         .group_by(Edition.status, Edition.paused_reason.is_not(None))
     ):
-        editions["paused" if paused else str(status)] += n
+        editions["paused" if paused else str(state)] += n
     cutoff = now - window
     # Every send batch touches its edition's heartbeat: the editions that sent lately.
     active = list(
@@ -177,7 +177,9 @@ def send_figures(session: Session, now: datetime, window: timedelta = WINDOW) ->
 
 
 def _seconds_between(
-    session: Session, start: ColumnElement[datetime], end: ColumnElement[datetime]
+    session: Session,
+    start: InstrumentedAttribute[datetime | None],
+    end: InstrumentedAttribute[datetime | None],
 ) -> ColumnElement[float]:
     if session.get_bind().dialect.name == "postgresql":
         return cast(func.extract("epoch", end - start), Float)
