@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -373,3 +374,21 @@ def test_send_batch_logs_carry_ids_and_no_address(
     assert "[address]" in str(failed["error"])
     everything = json.dumps(lines)
     assert not [a for a in addresses if a in everything]
+
+
+def test_the_dashboard_reads_only_metrics_the_service_exposes(
+    settings: Settings, engine: Engine
+) -> None:
+    client = TestClient(create_app(settings, engine))
+    client.get("/healthz")  # so the request series exist
+    # Every family the scrape declares, with its samples' names (a labelled series may have
+    # no sample yet: nothing was sent in the last five minutes).
+    exposed = set()
+    for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", client.get("/metrics").text, re.M):
+        suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}
+        exposed |= {family, *(family + s for s in suffixes.get(kind, ()))}
+    root = Path(__file__).resolve().parents[2]
+    dashboard = (root / "deploy" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"\bnewsletter_[a-z_]+", dashboard))
+    assert len(used) > 15
+    assert used - exposed == set()
