@@ -156,23 +156,34 @@ def send_figures(session: Session, now: datetime, window: timedelta = WINDOW) ->
     recent: dict[tuple[str, str], int] = {}
     latency: dict[str, Histogram] = {}
     if active:
-        ended = and_(Delivery.edition_id.in_(active), Delivery.sent_at >= cutoff)
-        for status, backend, n in session.execute(
-            select(Delivery.status, Delivery.backend, func.count())
-            .where(ended, Delivery.status.in_(_FINAL))
+        # One pass over the rows that ended in the window: counts, and the sent ones' latency.
+        timed = and_(Delivery.status == DeliveryStatus.SENT, Delivery.claimed_at.is_not(None))
+        seconds = case((timed, _seconds_between(session, Delivery.claimed_at, Delivery.sent_at)))
+        columns = [func.sum(case((seconds <= b, 1), else_=0)) for b in LATENCY_BUCKETS]
+        for status, backend, n, timed_n, total, *buckets in session.execute(
+            select(
+                Delivery.status,
+                Delivery.backend,
+                func.count(),
+                func.count(seconds),
+                func.sum(seconds),
+                *columns,
+            )
+            .where(
+                Delivery.edition_id.in_(active),
+                Delivery.sent_at >= cutoff,
+                Delivery.status.in_(_FINAL),
+            )
             .group_by(Delivery.status, Delivery.backend)
         ):
             recent[(str(status), backend or "none")] = n
-        seconds = _seconds_between(session, Delivery.claimed_at, Delivery.sent_at)
-        columns = [func.sum(case((seconds <= b, 1), else_=0)) for b in LATENCY_BUCKETS]
-        for backend, count, total, *buckets in session.execute(
-            select(Delivery.backend, func.count(), func.sum(seconds), *columns)
-            .where(ended, Delivery.status == DeliveryStatus.SENT, Delivery.claimed_at.is_not(None))
-            .group_by(Delivery.backend)
-        ):
-            latency[backend or "none"] = Histogram(
-                LATENCY_BUCKETS, [int(b or 0) for b in buckets], int(count), float(total or 0.0)
-            )
+            if timed_n:
+                latency[backend or "none"] = Histogram(
+                    LATENCY_BUCKETS,
+                    [int(b or 0) for b in buckets],
+                    int(timed_n),
+                    float(total or 0.0),
+                )
     return SendFigures(totals, pending, editions, recent, latency)
 
 
