@@ -21,7 +21,7 @@ from service.config import Settings
 HANDLER_NAME = "newsletter"
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
-ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+ADDRESS = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")  # the local parts people use
 LINK_TOKEN = re.compile(r"(/(?:confirm|preferences|unsubscribe)/)[\w.-]+")
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 

@@ -8,8 +8,9 @@ workers run on. Each broker answers what it can:
   is the rightmost one. Its age comes from the ``published_at`` header every task carries
   (`service.tasks` stamps it on publish) or, for a task held back by a countdown, from its
   ``eta``: a message is only late once it could have run.
-- **RabbitMQ**: a passive queue declare gives the message and consumer counts; AMQP offers no
-  way to look at the head message without taking it, so there is no age (``oldest_age`` None).
+- **RabbitMQ** (and any other kombu transport): a passive queue declare gives the message and
+  consumer counts; AMQP offers no way to look at the head message without taking it, so there
+  is no age (``oldest_age`` None).
 - **Embedded broker** (``filesystem://``): one file per message in the queue folder; the depth
   is the number of files, the age that of the oldest file's header (or its mtime).
 
