@@ -125,7 +125,7 @@ def _amqp(url: str, queues: tuple[str, ...]) -> list[QueueDepth]:
 
     found = []
     with Connection(url, connect_timeout=CHECK_TIMEOUT) as conn:
-        conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=CHECK_TIMEOUT)
         channel = conn.default_channel
         for q in queues:
             try:

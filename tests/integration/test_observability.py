@@ -392,3 +392,18 @@ def test_the_dashboard_reads_only_metrics_the_service_exposes(
     used = set(re.findall(r"\bnewsletter_[a-z_]+", dashboard))
     assert len(used) > 15
     assert used - exposed == set()
+
+
+def test_an_unreachable_amqp_broker_is_not_ready_and_a_zero(
+    settings: Settings, engine: Engine
+) -> None:
+    down = settings.model_copy(
+        update={"broker_url": f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"}
+    )
+    client = TestClient(create_app(down, engine), raise_server_exceptions=False)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["broker"]["ok"] is False
+    found = scrape(client)
+    assert value(found, "newsletter_broker_up") == 0
+    assert value(found, "newsletter_database_up") == 1
