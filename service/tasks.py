@@ -22,7 +22,12 @@ from typing import Any
 
 import httpx
 from celery import Celery, Task
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu.entity import Exchange, Queue
 from sqlalchemy.orm import Session
 
@@ -37,6 +42,7 @@ from service.mail.senders import Sender
 from service.mail.test_message import send_test_message
 from service.mail.throttle import throttle_from_settings
 from service.models import EditionKind
+from service.queues import PUBLISHED_AT
 from service.readers import accounts
 from service.readers import mail as reader_mail
 from service.readers.mail import ReaderMail
@@ -162,6 +168,14 @@ def _logging(**_: Any) -> None:  # replaces Celery's own logging setup
     configure_logging(get_settings())
 
 
+@before_task_publish.connect
+def _stamp_published_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every task message says when it was sent, so `/metrics` can tell how long the oldest
+    message of a queue has waited (Celery's own headers carry no time)."""
+    if headers is not None:
+        headers.setdefault(PUBLISHED_AT, time.time())
+
+
 def enqueue(session: Session, task: Task, *args: Any, **options: Any) -> None:
     """Send ``task`` once ``session``'s transaction commits (nothing if it rolls back)."""
     on_commit(session, lambda: task.apply_async(args=args, **options))
@@ -266,8 +280,7 @@ def send_deliveries(edition_id: int, delivery_ids: list[int]) -> str:
             countdown=report.retry_in,
             queue=queue_for(report.kind),
         )
-    log.info("send batch", extra={"edition_id": edition_id, "result": report.describe()})
-    return report.describe()
+    return report.describe()  # `send_batch` logged the batch with its edition and delivery ids
 
 
 @app.task(name="service.tasks.send_test_mail", **MAIL_RETRY)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,39 @@ def send_batch(
     throttle: Throttle | None = None,
     now: datetime | None = None,
 ) -> BatchReport:
-    """Send the still-queued deliveries among ``delivery_ids``; safe to run twice."""
+    """Send the still-queued deliveries among ``delivery_ids``; safe to run twice.
+
+    Logs one "send batch" line with the edition, the batch's delivery ids, the backend and
+    what happened; each delivery that fails logs a line of its own (`_Sending._failed`).
+    """
+    started = time.perf_counter()
+    report = _send_batch(
+        sessions, sender, settings, edition_id, delivery_ids, throttle=throttle, now=now
+    )
+    log.info(
+        "send batch",
+        extra={
+            "edition_id": edition_id,
+            "delivery_ids": list(delivery_ids),
+            "backend": sender.name,
+            "result": report.describe(),
+            "counts": dict(report.counts),
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return report
+
+
+def _send_batch(
+    sessions: Callable[[], Session],
+    sender: Sender,
+    settings: Settings,
+    edition_id: int,
+    delivery_ids: Sequence[int],
+    *,
+    throttle: Throttle | None,
+    now: datetime | None,
+) -> BatchReport:
     report = BatchReport()
     until = now or datetime.now(UTC)
     with sessions() as session:
@@ -423,6 +456,20 @@ class _Sending:
 
     def _failed(self, job: _Job, error: MailError) -> None:
         reader = job.reader
+        # The error text may quote the address (SMTP "550 <ann@…>"): the log's filter masks it.
+        temporary = isinstance(error, TemporaryError | BackendRejected)
+        log.log(
+            logging.INFO if temporary else logging.WARNING,
+            "delivery failed",
+            extra={
+                "edition_id": self.edition.id,
+                "delivery_id": reader.delivery_id,
+                "backend": self.sender.name,
+                "error_kind": type(error).__name__,
+                "temporary": temporary,
+                "error": str(error)[:500],
+            },
+        )
         if isinstance(error, TemporaryError | BackendRejected):
             self.failures_in_row += 1
             attempts = (

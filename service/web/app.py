@@ -28,10 +28,11 @@ from service.config import Settings, get_settings
 from service.db import get_engine, session_factory
 from service.health import CHECK_TIMEOUT, Check, check_broker, check_database
 from service.logs import configure_logging
+from service.monitoring import BrokerCollector, DatabaseCollector
 from service.readers.accounts import ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
-from service.tasks import TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
+from service.tasks import QUEUES, TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
 from service.web import (
     admin_api,
     admin_bulk,
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # factory the app holds then (the process-wide registry holds the request counters).
     app.state.figures = CollectorRegistry()
     app.state.figures.register(FeedbackCollector(lambda: app.state.sessions()))
+    app.state.figures.register(DatabaseCollector(lambda: app.state.sessions()))
+    app.state.figures.register(BrokerCollector(settings, QUEUES))
     app.include_router(readers_api.router)
     app.include_router(pages.router)
     app.include_router(archive_pages.router)
@@ -161,8 +164,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:
-        """Prometheus text exposition: request counters, and bounce and complaint figures per
-        edition and per mail backend (`newsletter_edition_*`, `newsletter_backend_*`)."""
+        """Prometheus text exposition: this process's request counters, and figures read from
+        the database and the broker at scrape time: deliveries by status and backend, send
+        latency, queue depth and age, feed sources by poll result, feed lag, bounce and
+        complaint rates (README, "Observability"). Always 200: an unreachable database or
+        broker shows as `newsletter_database_up 0` / `newsletter_broker_up 0`."""
         body = generate_latest() + generate_latest(app.state.figures)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
