@@ -218,11 +218,14 @@ def test_provider_429_for_a_minute_every_delivery_final_once(
             with sessions() as s:
                 planning.plan_digests(s, tasks.dispatch, datetime.now(UTC), force=True, chunk=CHUNK)
 
-            def sent() -> int:
+            def sent() -> bool:
                 with sessions() as s:
-                    return s.scalar(select(func.count()).where(Delivery.status == "sent")) or 0
+                    paused = s.scalar(select(Edition.paused_reason))
+                    assert paused is None, f"the edition paused: {paused}"
+                    done = select(func.count()).where(Delivery.status == "sent")
+                    return s.scalar(done) == READERS
 
-            wait_for(lambda: sent() == READERS, 120, "every delivery sent", tmp_path / "worker.log")
+            wait_for(sent, 120, "every delivery sent", tmp_path / "worker.log")
             assert worker.poll() is None
         finally:
             stop(worker)
@@ -252,7 +255,8 @@ def test_provider_429_for_a_minute_every_delivery_final_once(
     # Every delivery final, and each reader's message accepted exactly once.
     assert statuses == {"sent": READERS}
     accepted = api.accepted()
-    assert len(accepted) == READERS and set(accepted.values()) == {1}
+    assert len(accepted) == READERS
+    assert set(accepted.values()) == {1}, "a reader's message was accepted twice"
     # The rate limit was real and lasted its minute; every retry waited as Retry-After said.
     assert len(limited) >= READERS // CHUNK * 2
     assert first_ok >= LIMITED_FOR
