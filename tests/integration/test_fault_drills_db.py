@@ -158,7 +158,8 @@ def test_postgres_restarted_mid_poll_every_source_ends_polled_once(
         f"\nPostgreSQL drill: {SOURCES} sources, {FEED_DELAY}s feeds, server down "
         f"{restarted - stopped:.1f}s after {stopped - started:.1f}s; every source polled "
         f"{recovered - restarted:.1f}s after the restart; {len(retried)} polls interrupted and "
-        f"retried ({requests} feed requests for {SOURCES} sources); {posts} posts stored"
+        f"retried ({requests - SOURCES} cut after their fetch, fetched again; the others "
+        f"refused at their claim); {posts} posts stored"
     )
     # Every source polled once for good: lease released, no error left, its items all linked.
     assert all(r.lease_until is None and r.consecutive_errors == 0 for r in rows)
