@@ -25,7 +25,7 @@ from service.feeds import poller
 from service.feeds.store import tags_for
 from service.models import Cadence, Delivery, Edition, Post, Source, SourceItem
 from tests import private_postgres
-from tests.conftest import _postgres_database
+from tests.conftest import _postgres_database, service_unavailable
 from tests.digest_data import post, reader, tag
 from tests.feed_server import FeedServer, Handler, Route, answer
 from tests.postmark_api import PostmarkAPI
@@ -84,7 +84,7 @@ def slow_feed(n: int) -> Route:
 @pytest.fixture
 def private_pg() -> Iterator[PrivatePostgres]:
     if reason := private_postgres.available():
-        pytest.skip(reason)
+        service_unavailable("a private PostgreSQL server", reason)
     with PrivatePostgres() as pg:
         yield pg
 
