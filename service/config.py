@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="Postmark message stream the mail goes to: its broadcast (bulk) stream, "
         "or the ID of another stream of the server.",
     )
+    postmark_api_url: str = Field(
+        "https://api.postmarkapp.com",
+        description="Postmark API base URL; another only for a test double of the API (the "
+        "fault drills point it at a local server).",
+    )
     ses_region: str = Field(
         "",
         description="AWS region of the Amazon SES v2 API, e.g. `eu-west-1` (`MAIL_BACKEND=ses`).",
@@ -184,7 +189,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _mail_backend_is_configured(self) -> Settings:
         needed = {
-            "postmark": {"postmark_server_token", "postmark_message_stream"},
+            "postmark": {"postmark_server_token", "postmark_message_stream", "postmark_api_url"},
             "ses": {"ses_region", "ses_access_key_id", "ses_secret_access_key"},
             "sendgrid": {"sendgrid_api_key"},
             "mailgun": {"mailgun_api_key", "mailgun_domain", "mailgun_base_url"},

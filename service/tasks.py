@@ -332,10 +332,30 @@ def http_client() -> httpx.Client:
     return _http
 
 
-@app.task(name="service.tasks.poll_source")
-def poll_source(source_id: int) -> str:
-    """Poll one feed now (its lease keeps a second run from doing the same work)."""
-    outcome = poller.poll_source(session_factory(), http_client(), source_id)
+POLL_RETRIES = 8  # a poll the database interrupted: retried over about four minutes
+
+
+@app.task(name="service.tasks.poll_source", bind=True, max_retries=POLL_RETRIES)
+def poll_source(
+    self: Task, source_id: int, held: str | None = None, error: str | None = None
+) -> str:
+    """Poll one feed now (its lease keeps a second run from doing the same work).
+
+    If the database goes away mid-poll (a restart), the poll is retried with backoff; the
+    retry takes back the lease the first try held (``held``) and records ``error`` on the
+    source, so the figures say what happened.
+    """
+    resume = None
+    if error is not None:
+        resume = poller.Resume(datetime.fromisoformat(held) if held else None, error)
+    try:
+        outcome = poller.poll_source(session_factory(), http_client(), source_id, resume=resume)
+    except poller.PollInterrupted as exc:
+        lease = exc.resume.held.isoformat() if exc.resume.held else None
+        countdown = min(60.0, 2.0 * 2**self.request.retries) * random.uniform(0.5, 1.0)
+        raise self.retry(
+            args=(source_id, lease, exc.resume.error), countdown=countdown, exc=exc
+        ) from exc
     if outcome.new_post_ids:
         announce_posts(outcome.new_post_ids)
     return outcome.describe()

@@ -78,7 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # temporary failures before a delivery is given up as failed
-PAUSE_AFTER = 10  # failed attempts in a row on one edition before it pauses
+PAUSE_AFTER = 10  # failed attempts in a row on one edition before it pauses (429s do not count)
 CANCELLED = "cancelled"  # the error of deliveries a cancelled edition never sent
 STOP_BATCH_AFTER = 3  # temporary failures in a row before a batch stops and backs off
 RETRY_BASE, RETRY_MAX = 5.0, 600.0  # seconds; far below the broker's visibility timeout
@@ -348,11 +348,12 @@ class _Sending:
                 continue
             messages = [self.composer.message(j.reader, j.posts) for j in chunk]
             self._pace(len(messages))
+            whole_call = False
             try:
                 results = self.sender.send_many(messages)
             except MailError as exc:  # the whole call failed: none of it was sent
-                results = [exc] * len(messages)
-            self._record(list(zip(chunk, messages, results, strict=True)))
+                results, whole_call = [exc] * len(messages), True
+            self._record(list(zip(chunk, messages, results, strict=True)), whole_call=whole_call)
             self.session.commit()
             if self.pause or all(isinstance(r, TemporaryError) for r in results):
                 self._requeue_rest(jobs[start + size :])
@@ -424,17 +425,24 @@ class _Sending:
         job.posts = [p for p in job.posts if p.id in job.own_ledger or (sub, p.id) in taken]
         return bool(job.posts)
 
-    def _record(self, results: Sequence[tuple[_Job, OutgoingMessage, str | MailError]]) -> None:
+    def _record(
+        self,
+        results: Sequence[tuple[_Job, OutgoingMessage, str | MailError]],
+        *,
+        whole_call: bool = False,
+    ) -> None:
+        """Record each result; ``whole_call``: one failed API call refused them all, which is
+        one failed attempt of the backend, not one per message it carried."""
         now = datetime.now(UTC)
         sent: list[dict[str, object]] = []
-        for job, message, result in results:
+        for index, (job, message, result) in enumerate(results):
             if isinstance(result, str):
                 sent.append(
                     {"b_id": job.reader.delivery_id, "m": message.message_id, "p": result[:300]}
                 )
                 self.failures_in_row = 0
             else:
-                self._failed(job, result)
+                self._failed(job, result, counts=not whole_call or index == 0)
         if sent:
             table = Delivery.__table__  # Core: an executemany, not the ORM's bulk by key
             assert isinstance(table, Table)
@@ -454,7 +462,7 @@ class _Sending:
             )
             self.report.counts["sent"] += len(sent)
 
-    def _failed(self, job: _Job, error: MailError) -> None:
+    def _failed(self, job: _Job, error: MailError, *, counts: bool = True) -> None:
         reader = job.reader
         # The error text may quote the address (SMTP "550 <ann@…>"): the log's filter masks it.
         temporary = isinstance(error, TemporaryError | BackendRejected)
@@ -471,7 +479,10 @@ class _Sending:
             },
         )
         if isinstance(error, TemporaryError | BackendRejected):
-            self.failures_in_row += 1
+            # A rate limit is the backend working as agreed, telling us when to come back: it
+            # delays the rows (Retry-After) but never pauses the edition.
+            if counts and not isinstance(error, RateLimited):
+                self.failures_in_row += 1
             attempts = (
                 self.session.scalar(
                     select(Delivery.attempts).where(Delivery.id == reader.delivery_id)

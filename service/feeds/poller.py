@@ -4,6 +4,12 @@ A poll claims the source with a lease in one conditional UPDATE, so one poll is 
 source across every worker and beat. The fetch runs outside any transaction. Whatever happens
 is recorded on the source (`last_result`, `last_error`, `consecutive_errors`, `next_poll_at`)
 for operators, and one broken feed never stops the others.
+
+The database going away mid-poll (a PostgreSQL restart) saves nothing of that poll and raises
+`PollInterrupted`, which names the lease the poll holds: the caller retries with `resume=`, the
+retry takes the source back at once (instead of waiting for the lease to run out), records the
+interruption as an error on the source, and polls again. Posts are unique by URL, so a poll
+that is run twice stores nothing twice.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, cast
 
 import httpx
 from sqlalchemy import Table, Update, bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.feeds.fetch import FetchFailed, FetchResult, fetch_feed
@@ -48,28 +55,60 @@ class PollOutcome:
     updated: int = 0
     error: str | None = None
     new_post_ids: list[int] = field(default_factory=list)
+    resumed: bool = False  # a retry of a poll the database interrupted
 
     def describe(self) -> str:
         if self.result == "error":
-            return f"error: {self.error}"
-        if self.result in ("new", "updated"):
-            return f"{self.new} new, {self.updated} updated"
-        return self.result
+            text = f"error: {self.error}"
+        elif self.result in ("new", "updated"):
+            text = f"{self.new} new, {self.updated} updated"
+        else:
+            text = self.result
+        return f"{text} (retried: {INTERRUPTED})" if self.resumed else text
 
 
-def claim(session: Session, source_id: int, now: datetime) -> Source | None:
+INTERRUPTED = "database unavailable mid-poll"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a retry of an interrupted poll brings: the lease the first try held (None if it
+    never got one) and the database error that stopped it."""
+
+    held: datetime | None
+    error: str
+
+
+class PollInterrupted(Exception):
+    """The database connection was lost mid-poll; nothing of the poll was saved."""
+
+    def __init__(self, source_id: int, held: datetime | None, error: str) -> None:
+        super().__init__(f"source {source_id}: {INTERRUPTED}: {error}")
+        self.source_id = source_id
+        self.resume = Resume(held, error)
+
+
+def claim(
+    session: Session, source_id: int, now: datetime, resume: Resume | None = None
+) -> Source | None:
     """Take the source's lease; None if it is disabled, gone, or being polled elsewhere.
 
     One statement (UPDATE … RETURNING) and one commit: a 304 poll should cost little more.
     The source comes back detached from the session: the poll changes it as it goes and
-    writes what it changed in one UPDATE at the end (`_save`).
+    writes what it changed in one UPDATE at the end (`_save`). With ``resume`` the lease the
+    interrupted try held is taken back too, and the interruption is counted as an error.
     """
-    claimed = (
-        session.connection()
-        .execute(_CLAIM, {"source_id": source_id, "now": now, "until": now + LEASE})
-        .mappings()
-        .one_or_none()
-    )
+    params: dict[str, Any] = {"source_id": source_id, "now": now, "until": now + LEASE}
+    if resume is None:
+        statement = _CLAIM
+    else:
+        statement = _RESUME
+        params |= {
+            "held": resume.held,
+            "error": f"{INTERRUPTED}: {resume.error}"[:2000],
+            "result": f"error: {INTERRUPTED}, retrying"[:200],
+        }
+    claimed = session.connection().execute(statement, params).mappings().one_or_none()
     session.commit()  # no transaction (nor SQLite's write lock) held across the fetch
     return None if claimed is None else Source(**claimed)
 
@@ -81,18 +120,45 @@ def poll_source(
     *,
     now: datetime | None = None,
     deadline: float = 30.0,
+    resume: Resume | None = None,
 ) -> PollOutcome:
+    """Poll ``source_id`` once; raises `PollInterrupted` if the database went away meanwhile."""
     now = now or datetime.now(UTC)
+    held = [resume.held if resume else None]  # the lease to name if this try fails too
+    try:
+        return _poll(sessions, client, source_id, now, deadline, resume, held)
+    except DBAPIError as exc:
+        if not _connection_lost(exc):
+            raise
+        log.warning("poll interrupted", extra={"source_id": source_id, "error": str(exc.orig)})
+        raise PollInterrupted(source_id, held[0], str(exc.orig).strip()[:300]) from exc
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    """A lost or refused connection (a restart, a failover), not a bug in a statement."""
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+def _poll(
+    sessions: Callable[[], Session],
+    client: httpx.Client,
+    source_id: int,
+    now: datetime,
+    deadline: float,
+    resume: Resume | None,
+    held: list[datetime | None],
+) -> PollOutcome:
     with sessions() as session:
-        source = claim(session, source_id, now)
+        source = claim(session, source_id, now, resume)
         if source is None:
             return PollOutcome(source_id, "", "busy")
+        held[0] = source.lease_until
         claimed = _written(source)
         conditional = not (
             source.last_unconditional_at is None
             or now - source.last_unconditional_at >= UNCONDITIONAL_EVERY
         )
-        outcome = PollOutcome(source.id, source.url, "error")
+        outcome = PollOutcome(source.id, source.url, "error", resumed=resume is not None)
         try:
             fetched = fetch_feed(
                 client,
@@ -163,6 +229,26 @@ _CLAIM = (
         or_(_sources.c.lease_until.is_(None), _sources.c.lease_until < bindparam("now")),
     )
     .values(lease_until=bindparam("until", type_=_sources.c.lease_until.type))
+    .returning(*_sources.c)
+)
+# A retry's claim: also the lease its interrupted try held, and the interruption recorded.
+_RESUME = (
+    update(_sources)
+    .where(
+        _sources.c.id == bindparam("source_id"),
+        _sources.c.enabled.is_(True),
+        or_(
+            _sources.c.lease_until.is_(None),
+            _sources.c.lease_until < bindparam("now"),
+            _sources.c.lease_until == bindparam("held", type_=_sources.c.lease_until.type),
+        ),
+    )
+    .values(
+        lease_until=bindparam("until", type_=_sources.c.lease_until.type),
+        consecutive_errors=_sources.c.consecutive_errors + 1,
+        last_error=bindparam("error"),
+        last_result=bindparam("result"),
+    )
     .returning(*_sources.c)
 )
 _TAG_IDS = select(source_tags.c.tag_id).where(source_tags.c.source_id == bindparam("source_id"))

@@ -434,3 +434,49 @@ def test_a_batch_api_claims_what_one_call_carries(sessions: Sessions, settings: 
         assert is_suppressed(s, "r3@example.com")
         ids_sent = set(s.scalars(select(Delivery.provider_id).where(Delivery.status == "sent")))
         assert len(ids_sent) == 11
+
+
+@pytest.mark.parametrize(("status", "pauses"), [(503, True), (429, False)])
+def test_failed_batch_calls_pause_after_ten_in_a_row_but_a_rate_limit_never(
+    sessions: Sessions, settings: Settings, status: int, pauses: bool
+) -> None:
+    """A failed call is one failed attempt however many messages it carried; ten in a row
+    pause the edition, unless they were 429s: a rate limit only delays (Retry-After)."""
+    import httpx
+
+    from service.mail.senders.postmark import PostmarkSender
+
+    calls: list[int] = []
+
+    def postmark(request: httpx.Request) -> httpx.Response:
+        calls.append(status)
+        if status == 429:
+            limited = {"ErrorCode": 429, "Message": "Rate limit exceeded"}
+            return httpx.Response(429, json=limited, headers={"Retry-After": "30"})
+        return httpx.Response(503, text="Service Unavailable")
+
+    sender = PostmarkSender("token", client=httpx.Client(transport=httpx.MockTransport(postmark)))
+    daily_readers(sessions, [f"r{i}" for i in range(12)], "Ferry strike")
+    batches: list[list[int]] = []
+    with sessions() as s:
+        planning.plan_digests(s, lambda e, ids: batches.append(list(ids)), NOW)
+        edition_id = s.scalars(select(Edition.id)).one()
+    ((everyone,),) = [batches]
+    whole = send_batch(sessions, sender, settings, edition_id, everyone, now=NOW)
+    assert (len(calls), whole.paused) == (1, None)  # one call of 12 messages: one failure
+    if status == 429:
+        assert whole.retry_in >= 30
+    reports = [send_batch(sessions, sender, settings, edition_id, [i], now=NOW) for i in everyone]
+    with sessions() as s:
+        edition = s.scalars(select(Edition)).one()
+        queued = s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.QUEUED)).all()
+    assert len(queued) == 12  # nothing lost, nothing failed
+    if pauses:
+        assert len(calls) == 10  # the tenth failed call paused it; no call after that
+        assert edition.paused_reason
+        assert "10 failed attempts in a row" in edition.paused_reason
+        assert reports[-1].paused
+    else:
+        assert len(calls) == 13
+        assert edition.paused_reason is None
+        assert edition.backend_failures == 0

@@ -201,6 +201,32 @@ def test_one_poll_in_flight_per_source(
     assert poller.poll_source(sessions, client, source_id, now=later).result == "new"
 
 
+def test_a_retry_of_an_interrupted_poll_takes_its_own_lease_back_and_says_so(
+    site: tuple[Site, str], sessions: Callable[[], Session], client: httpx.Client
+) -> None:
+    """The database went away mid-poll (the drill in test_fault_drills_db.py restarts a real
+    server): the retry names the lease the first try held and need not wait for it to expire."""
+    fake, base = site
+    fake.routes["/feed"] = (200, {}, rss([("tram", "Tram")]))
+    source_id = add_source(sessions, f"{base}/feed")
+    with sessions() as session:
+        first_try = poller.claim(session, source_id, NOW)
+    assert first_try is not None
+    assert first_try.lease_until is not None
+    someone_elses = poller.Resume(first_try.lease_until - timedelta(seconds=1), "gone")
+    later = NOW + timedelta(seconds=5)
+    assert (
+        poller.poll_source(sessions, client, source_id, now=later, resume=someone_elses).result
+        == "busy"
+    )
+    resume = poller.Resume(first_try.lease_until, "server closed the connection unexpectedly")
+    outcome = poller.poll_source(sessions, client, source_id, now=later, resume=resume)
+    assert (outcome.result, outcome.new) == ("new", 1)
+    source = state(sessions, source_id)
+    assert source.last_result == "1 new, 0 updated (retried: database unavailable mid-poll)"
+    assert (source.consecutive_errors, source.last_error, source.lease_until) == (0, None, None)
+
+
 def test_the_next_poll_honours_ttl(
     site: tuple[Site, str], sessions: Callable[[], Session], client: httpx.Client
 ) -> None:

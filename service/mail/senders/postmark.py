@@ -94,6 +94,7 @@ class PostmarkSender:
         return cls(
             settings.postmark_server_token.get_secret_value(),
             message_stream=settings.postmark_message_stream,
+            base_url=settings.postmark_api_url,
         )
 
     def send(self, message: OutgoingMessage) -> str:
