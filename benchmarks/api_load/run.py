@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--posts", type=int, default=30)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
-    parser.add_argument("--profile-svg", help="py-spy flame graph of the accepted-subscribe run")
+    parser.add_argument("--profile-svg", help="py-spy profile of the accepted-subscribe run (.svg; .txt: collapsed stacks)")
     database_options(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -154,7 +154,9 @@ def main() -> int:
             if args.profile_svg and extra.get("IP_PER") == "request":
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).with_name("py-spy")), "record", "-o", args.profile_svg, "-p", str(api.pid)]
-                    + ["-d", str(args.seconds), "-r", "200"],
+                    + ["-d", str(args.seconds), "-r", "200"]
+                    # collapsed stacks for a .txt name, else a flame graph
+                    + (["-f", "raw"] if args.profile_svg.endswith(".txt") else []),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
