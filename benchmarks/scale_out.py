@@ -184,12 +184,16 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{platform.python_implementation()} {platform.python_version()}, {cpu_model()}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; Redis {args.redis_url}")  # fmt: skip
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, {cpu_model()}, "
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; Redis {args.redis_url}"
+    )
     print(f"{args.readers:,} readers, one daily edition over SMTP to a local sink")
     for n, returned, _first, last in results:
-        print(f"  {n} worker process(es): {args.readers / last:8,.0f} readers/s "
-              f"({last:.1f} s, planning {returned:.1f} s of it)")  # fmt: skip
+        print(
+            f"  {n} worker process(es): {args.readers / last:8,.0f} readers/s "
+            f"({last:.1f} s, planning {returned:.1f} s of it)"
+        )
     return 0
 
 

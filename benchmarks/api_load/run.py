@@ -48,8 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from sqlalchemy import insert
 
@@ -60,6 +59,8 @@ from service.config import Settings
 from service.db import session_factory
 from service.migrate import upgrade
 from service.models import Tag
+
+HERE = Path(__file__).resolve().parent
 
 
 def free_port() -> int:
@@ -103,7 +104,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--posts", type=int, default=30)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
-    parser.add_argument("--profile-svg", help="py-spy profile of the accepted-subscribe run (.svg; .txt: collapsed stacks)")
+    parser.add_argument(
+        "--profile-svg",
+        help="py-spy profile of the accepted-subscribe run (.svg; .txt: collapsed stacks)",
+    )
     database_options(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -131,8 +135,18 @@ def main() -> int:
         seed(db, args.posts)
         with (tmp / "api.log").open("ab") as log:
             api = subprocess.Popen(
-                [sys.executable, "-m", "service", "api", "--workers", "1"]
-                + ["--host", "127.0.0.1", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "service",
+                    "api",
+                    "--workers",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -153,7 +167,14 @@ def main() -> int:
             spy = None
             if args.profile_svg and extra.get("IP_PER") == "request":
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "-o", args.profile_svg, "-p", str(api.pid)]
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "-o",
+                        args.profile_svg,
+                        "-p",
+                        str(api.pid),
+                    ]
                     + ["-d", str(args.seconds), "-r", "200"]
                     # collapsed stacks for a .txt name, else a flame graph
                     + (["-f", "raw"] if args.profile_svg.endswith(".txt") else []),
@@ -207,12 +228,16 @@ def summary(args: argparse.Namespace, results: list[tuple[str, dict[str, Any]]])
     ceiling, accepted = results[0][1], results[2][1]
     ratio = accepted["rate"] / ceiling["rate"]
     print()
-    print(f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"{args.connections} connections, {args.seconds} s a run, one uvicorn worker")  # fmt: skip
-    print(f"accepted subscribe / healthz: {ratio:.2f} (target ≥ 0.5: "
-          f"{'met' if ratio >= 0.5 else 'NOT met'}); accepted subscribe p99 "
-          f"{accepted['p99_ms']:.1f} ms (target < 50 ms: "
-          f"{'met' if accepted['p99_ms'] < 50 else 'NOT met'})")  # fmt: skip
+    print(
+        f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+        f"{args.connections} connections, {args.seconds} s a run, one uvicorn worker"
+    )
+    print(
+        f"accepted subscribe / healthz: {ratio:.2f} (target ≥ 0.5: "
+        f"{'met' if ratio >= 0.5 else 'NOT met'}); accepted subscribe p99 "
+        f"{accepted['p99_ms']:.1f} ms (target < 50 ms: "
+        f"{'met' if accepted['p99_ms'] < 50 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":
