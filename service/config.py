@@ -181,6 +181,12 @@ class Settings(BaseSettings):
         description="Messages a second each mail backend may send. Shared by every worker "
         "through Redis when Redis is the broker, else per process. Empty or `0`: no limit.",
     )
+    tick_seconds: float = Field(
+        60.0,
+        description="Seconds between beat's ticks (what is due: polls, digests, the sweep). "
+        "Shorter only for tests and drills; every beat of a deployment should agree.",
+        ge=1,
+    )
     log_level: str = Field("INFO", description="Python log level name.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line; `text`: for a terminal."

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 PRIORITY_QUEUE = "priority"  # breaking news and readers' own mail, ahead of digests
 QUEUES = (PRIORITY_QUEUE, "mail", "poll", "default")
-TICK_SECONDS = 60.0
+TICK_SECONDS = 60.0  # the default of `Settings.tick_seconds`
 
 app = Celery("newsletter")
 
@@ -121,10 +121,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "tick": {
                 "task": "service.tasks.tick",
-                "schedule": TICK_SECONDS,
+                "schedule": settings.tick_seconds,
                 # A tick nobody ran in time is stale: with no worker up, they must not pile up
                 # and then run as a burst.
-                "options": {"expires": TICK_SECONDS - 5},
+                "options": {"expires": settings.tick_seconds * 11 / 12},
             }
         },
         "beat_schedule_filename": str((settings.var_dir / "celerybeat-schedule").resolve()),

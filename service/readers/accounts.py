@@ -9,7 +9,9 @@ from the outside, for a new, pending, active, unsubscribed or suppressed address
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -89,6 +91,39 @@ def tags_by_slug(session: Session, slugs: Iterable[str], field: str = "tags") ->
     return found
 
 
+class KnownTags:
+    """The tag slugs that exist, as the subscribe request path checks them: mostly no query.
+
+    A slug seen within ``ttl`` seconds is taken as existing (a tag deleted meanwhile is
+    dropped by the worker's own check, with the same answer to the reader); a slug not seen is
+    looked up at once, so a new tag is usable immediately. One per API process, shared by its
+    threads; ``benchmarks/api_load`` shows why (the tag query was the subscribe path's only
+    database work: a pool checkout, a ping and two round trips per request).
+    """
+
+    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._seen: frozenset[str] = frozenset()
+        self._since = -float("inf")
+        self._lock = threading.Lock()
+
+    def check(self, session: Session, slugs: Iterable[str], field: str = "tags") -> None:
+        """Raise ReaderError for slugs that name no tag."""
+        wanted = set(slugs)
+        now = self._clock()
+        if now - self._since > self._ttl:  # forget deleted tags now and then
+            with self._lock:
+                self._seen, self._since = frozenset(), now
+        missing = wanted - self._seen
+        if missing:
+            found = set(session.scalars(select(Tag.slug).where(Tag.slug.in_(missing))))
+            with self._lock:
+                self._seen |= found
+            unknown = sorted(missing - found)
+            if unknown:
+                raise ReaderError(field, f"unknown tags: {', '.join(unknown)}")
+
+
 def check_request(session: Session, request: SubscribeIn, settings: Settings) -> dict[str, Tag]:
     """What can be said about a request without looking up the address: domain and tags.
 
@@ -99,6 +134,15 @@ def check_request(session: Session, request: SubscribeIn, settings: Settings) ->
     if domain_blocked(request.email, settings):
         raise ReaderError("email", BLOCKED_DOMAIN)
     return tags_by_slug(session, request.tags)
+
+
+def screen_request(
+    session: Session, request: SubscribeIn, settings: Settings, known: KnownTags
+) -> None:
+    """`check_request` for the API's request path: the same answers, the tags from ``known``."""
+    if domain_blocked(request.email, settings):
+        raise ReaderError("email", BLOCKED_DOMAIN)
+    known.check(session, request.tags)
 
 
 BLOCKED_DOMAIN = "addresses at this domain are not accepted"

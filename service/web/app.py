@@ -29,7 +29,7 @@ from service.db import get_engine, session_factory
 from service.health import CHECK_TIMEOUT, Check, check_broker, check_database
 from service.logs import configure_logging
 from service.monitoring import BrokerCollector, DatabaseCollector
-from service.readers.accounts import ReaderError
+from service.readers.accounts import KnownTags, ReaderError
 from service.readers.ratelimit import RateLimiter
 from service.readers.tokens import Tokens
 from service.tasks import QUEUES, TaskAnnouncer, TaskIntake, TaskNotifier, TaskPolls
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.limiter = RateLimiter(settings)
     app.state.notifier = TaskNotifier()
     app.state.intake = TaskIntake()
+    app.state.known_tags = KnownTags()  # the subscribe path's tag check, mostly without a query
     app.state.announcer = TaskAnnouncer()
     app.state.polls = TaskPolls()
     # This app's own figures from its database, read at scrape time through whatever session

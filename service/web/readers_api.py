@@ -43,8 +43,8 @@ def subscribe(
     """
     rate_limit(request, "subscribe-ip", client_address(request))
     rate_limit(request, "subscribe-address", body.email)
-    accounts.check_request(session, body, settings)
-    session.rollback()  # it only read: end the transaction (and SQLite's lock) before handing over
+    accounts.screen_request(session, body, settings, request.app.state.known_tags)
+    session.rollback()  # if it read: end the transaction (and SQLite's lock) before handing over
     intake.subscribe(body, source="api")
     return Accepted()
 

@@ -7,26 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from service.cli import cli
 from service.config import Settings
 from service.tasks import app as celery_app
+from tests.cli_commands import check_newsletter_args
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 OUR_SERVICES = [name for name, svc in COMPOSE["services"].items() if "build" in svc]
-
-
-def _command(path: list[str]) -> Any:
-    """Resolve `newsletter a b` to its (click) command, failing on a name that doesn't exist."""
-    command: Any = typer.main.get_command(cli)
-    for word in path:
-        assert hasattr(command, "commands"), f"`{word}` given to a command with no subcommands"
-        assert word in command.commands, f"`newsletter` has no command `{word}`"
-        command = command.commands[word]
-    return command
 
 
 def test_the_stack_has_every_part() -> None:
@@ -39,12 +28,7 @@ def test_the_stack_has_every_part() -> None:
 def test_each_command_is_a_real_command(name: str) -> None:
     argv: list[str] = COMPOSE["services"][name]["command"]
     if argv[0] == "newsletter":
-        words = [a for a in argv[1:] if not a.startswith("-")]
-        depth = next(i for i in range(len(words), -1, -1) if _is_command(words[:i]))
-        command = _command(words[:depth])
-        # every option it passes exists on that command
-        known = {opt for p in command.params for opt in getattr(p, "opts", [])}
-        assert {a for a in argv if a.startswith("--")} <= known
+        check_newsletter_args(argv[1:])  # a real command, and every option it passes exists
     else:
         assert argv[:3] == ["celery", "-A", "worker"]
         assert argv[3] in {"worker", "beat", "inspect"}
@@ -59,14 +43,6 @@ def test_the_workers_consume_every_queue() -> None:
         if "--queues" in argv:
             consumed |= set(argv[argv.index("--queues") + 1].split(","))
     assert consumed == {q.name for q in celery_app.conf.task_queues}
-
-
-def _is_command(words: list[str]) -> bool:
-    try:
-        _command(words)
-    except AssertionError:
-        return False
-    return True
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:

@@ -1,0 +1,3 @@
+-- GET /healthz: the framework's own ceiling.
+dofile("report.lua")
+wrk.path = "/healthz"
