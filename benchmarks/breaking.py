@@ -152,11 +152,11 @@ class Service:
                 proc.wait()
 
 
-def wait_count(counter: Any, target: int, started: float) -> float:
+def wait_count(counter: Any, target: int, started: float, limit: float = RUN_LIMIT) -> float:
     """Seconds from ``started`` until the sink has ``target`` messages (polled every ms)."""
     while counter.value < target:
-        if time.perf_counter() - started > RUN_LIMIT:
-            raise SystemExit(f"only {counter.value} of {target} messages after {RUN_LIMIT:.0f}s")
+        if time.perf_counter() - started > limit:
+            raise SystemExit(f"only {counter.value} of {target} messages after {limit:.0f}s")
         time.sleep(0.001)
     return time.perf_counter() - started
 

@@ -36,12 +36,11 @@ from datetime import UTC, datetime
 from datetime import time as clock
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.breaking import publish, seed_readers
+from benchmarks.breaking import publish, seed_readers, wait_count
 from benchmarks.fanout import MAIL_FROM, SITE, sink
 from benchmarks.poll import Database, cpu_model, database_options, exit_on_sigterm, stop
 from service import tasks
@@ -139,22 +138,13 @@ def one_run(
             (planned,) = planning.plan_digests(s, tasks.dispatch, now)
             returned = time.perf_counter() - started
         assert planned.deliveries == args.readers, planned
-        first = wait_count(messages, 1, started)
-        last = wait_count(messages, args.readers, started)
+        first = wait_count(messages, 1, started, RUN_LIMIT)
+        last = wait_count(messages, args.readers, started, RUN_LIMIT)
         return returned, first, last
     finally:
         stop_workers(procs)
         stop(sink_proc)
         db.close()
-
-
-def wait_count(counter: Any, target: int, started: float) -> float:
-    """Seconds from ``started`` until the sink has ``target`` messages (polled every ms)."""
-    while counter.value < target:
-        if time.perf_counter() - started > RUN_LIMIT:
-            raise SystemExit(f"only {counter.value} of {target} messages after {RUN_LIMIT:.0f}s")
-        time.sleep(0.001)
-    return time.perf_counter() - started
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -315,31 +315,42 @@ class DatabaseCollector(Collector):
         )
 
 
+def _by_label(
+    family: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, int],
+) -> Metric:
+    """One metric family with a sample per value of its single label."""
+    metric = family(name, documentation, labels=[label])
+    for key, n in values.items():
+        metric.add_metric([key], n)
+    return metric
+
+
 def _delivery_metrics(figures: SendFigures) -> Iterator[Metric]:
-    totals = CounterMetricFamily(
+    yield _by_label(
+        CounterMetricFamily,
         "newsletter_deliveries",
         "Deliveries that reached a final status, all time (the editions' counters)",
-        labels=["status"],
+        "status",
+        figures.totals,
     )
-    for status, n in figures.totals.items():
-        totals.add_metric([status], n)
-    yield totals
-    pending = GaugeMetricFamily(
+    yield _by_label(
+        GaugeMetricFamily,
         "newsletter_deliveries_pending",
         "Deliveries of unfinished editions still queued or being sent",
-        labels=["status"],
+        "status",
+        figures.pending,
     )
-    for status, n in figures.pending.items():
-        pending.add_metric([status], n)
-    yield pending
-    editions = GaugeMetricFamily(
+    yield _by_label(
+        GaugeMetricFamily,
         "newsletter_editions_open",
         "Unfinished editions: planned, sending, or paused after failures",
-        labels=["state"],
+        "state",
+        figures.editions,
     )
-    for state, n in figures.editions.items():
-        editions.add_metric([state], n)
-    yield editions
     minutes = int(WINDOW.total_seconds() // 60)
     recent = GaugeMetricFamily(
         "newsletter_deliveries_recent",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from service.digests.sending import BatchReport
@@ -106,3 +107,34 @@ def merge(reports: Sequence[BatchReport]) -> BatchReport:
         total.counts.update(r.counts)
         total.retry_ids += r.retry_ids
     return total
+
+
+def followers(
+    session: Session, tag_id: int, emails: Sequence[str], cadence: Cadence = Cadence.DAILY
+) -> list[int]:
+    """Active readers in UTC (breaking alerts on) following ``tag_id``, thousands at a time:
+    two multi-row inserts, no ORM objects. Their ids; the caller commits."""
+    now = datetime.now(UTC)
+    ids = session.scalars(
+        insert(Subscriber).returning(Subscriber.id),
+        [
+            {
+                "email": email,
+                "status": "active",
+                "timezone": "UTC",
+                "breaking_alerts": True,
+                "paused": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for email in emails
+        ],
+    ).all()
+    session.execute(
+        insert(Subscription),
+        [
+            {"subscriber_id": i, "tag_id": tag_id, "cadence": cadence, "created_at": now}
+            for i in ids
+        ],
+    )
+    return list(ids)

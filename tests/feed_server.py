@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
+
+from tests.http_server import Served
 
 Route = Callable[["Handler"], None]
 CHUNK = 64 * 1024
@@ -71,35 +71,15 @@ class _Server(ThreadingHTTPServer):
         pass  # a client hanging up mid-answer is what these tests provoke
 
 
-class FeedServer:
+class FeedServer(Served):
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[Seen] = []
         self.hang_ups: list[HangUp] = []
         self._hung_up = threading.Condition()
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.feed = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        server = _Server(("127.0.0.1", 0), Handler)
+        server.feed = self
+        super().__init__(server)
 
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"

@@ -22,8 +22,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from tests.http_server import Served
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class _Server(ThreadingHTTPServer):
     api: PostmarkAPI
 
 
-class PostmarkAPI:
+class PostmarkAPI(Served):
     def __init__(self, token: str, *, limited_for: float, retry_after: int) -> None:
         self.token = token
         self.limited_for = limited_for
@@ -78,13 +79,13 @@ class PostmarkAPI:
         self.calls: list[Call] = []
         self.first_call: float | None = None
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.api = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.api = self
+        super().__init__(server)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def answer(self, to: tuple[str, ...]) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
@@ -115,17 +116,3 @@ class PostmarkAPI:
 
     def calls_for(self, address: str) -> list[Call]:
         return [c for c in self.calls if address in c.to]
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

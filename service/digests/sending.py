@@ -478,7 +478,7 @@ class _Sending:
                 "error": str(error)[:500],
             },
         )
-        if isinstance(error, TemporaryError | BackendRejected):
+        if temporary:
             # A rate limit is the backend working as agreed, telling us when to come back: it
             # delays the rows (Retry-After) but never pauses the edition.
             if counts and not isinstance(error, RateLimited):

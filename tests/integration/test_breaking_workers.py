@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 
 from service import migrate, tasks
 from service.config import Settings, get_settings
 from service.db import make_engine, session_factory
 from service.digests import breaking, editions, planning, schedules
-from service.models import Cadence, Delivery, DeliveryStatus, Edition, Subscriber, Subscription
+from service.models import Cadence, Delivery, DeliveryStatus, Edition
 from tests.conftest import _postgres_database
-from tests.digest_data import post, tag
+from tests.digest_data import followers, post, tag
 from tests.processes import PYTHON, service_env, start, start_worker, stop, wait_for
 from tests.smtp_server import Server
 
@@ -60,31 +60,9 @@ class Newsroom:
 
     def readers(self, slug: str, n: int, cadence: Cadence = Cadence.DAILY) -> int:
         """``n`` active readers ``<slug>NNNNN@example.com`` following the tag; its id."""
-        now = datetime.now(UTC)
         with self.sessions() as s:
             t = tag(s, slug)
-            ids = s.scalars(
-                insert(Subscriber).returning(Subscriber.id),
-                [
-                    {
-                        "email": f"{slug}{i:05d}@example.com",
-                        "status": "active",
-                        "timezone": "UTC",
-                        "breaking_alerts": True,
-                        "paused": False,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in range(n)
-                ],
-            ).all()
-            s.execute(
-                insert(Subscription),
-                [
-                    {"subscriber_id": i, "tag_id": t.id, "cadence": cadence, "created_at": now}
-                    for i in ids
-                ],
-            )
+            followers(s, t.id, [f"{slug}{i:05d}@example.com" for i in range(n)], cadence)
             s.commit()
             return t.id
 

@@ -21,7 +21,7 @@ from datetime import time as clock
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 
 from service import migrate
 from service.db import make_engine, session_factory
@@ -30,11 +30,9 @@ from service.models import (
     Cadence,
     Delivery,
     Edition,
-    Subscriber,
-    Subscription,
 )
 from tests.conftest import _postgres_database
-from tests.digest_data import post, tag
+from tests.digest_data import followers, post, tag
 from tests.processes import PYTHON, service_env, start, stop, wait_for
 from tests.smtp_server import Server
 
@@ -65,28 +63,7 @@ def seed(engine: Engine, n: int, now: datetime) -> None:
         t = tag(s, "city")
         for i in range(3):
             post(s, f"Council story {i}", [t], published=now - timedelta(hours=i + 1))
-        ids = s.scalars(
-            insert(Subscriber).returning(Subscriber.id),
-            [
-                {
-                    "email": f"reader{i:05d}@mail{i % 31}.example",
-                    "status": "active",
-                    "timezone": "UTC",
-                    "breaking_alerts": True,
-                    "paused": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(n)
-            ],
-        ).all()
-        s.execute(
-            insert(Subscription),
-            [
-                {"subscriber_id": i, "tag_id": t.id, "cadence": Cadence.DAILY, "created_at": now}
-                for i in ids
-            ],
-        )
+        followers(s, t.id, [f"reader{i:05d}@mail{i % 31}.example" for i in range(n)])
         schedules.add_schedule(s, "morning", Cadence.DAILY, at=clock(now.hour, 0))
         s.commit()
 
